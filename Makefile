@@ -1,0 +1,67 @@
+# swpatch: `make demo` shows a live patch, `make test` runs the suite.
+# Both install what is missing (Debian packages, as root) first.
+
+SHELL := /bin/bash
+SWIFT ?= swift
+CC ?= gcc
+DEB_PACKAGES := libelf-dev libdw-dev pkg-config gcc make
+FIX := Fixtures
+FIXOUT := Fixtures/build
+
+.PHONY: all deps build fixtures test lint format demo clean
+
+all: build
+
+# Install only what is missing, so a machine that has everything stays quiet and offline.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+FIXTURE_CFLAGS := -O1 -g -fno-inline -fno-omit-frame-pointer -Wall -Wextra
+
+$(FIXOUT):
+	@mkdir -p $(FIXOUT)
+
+# Target programs: plain loop (PIE), threaded loop, a CET (endbr64) build.
+$(FIXOUT)/loop: $(FIX)/loop.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
+$(FIXOUT)/loop-cet: $(FIX)/loop.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=full -o $@ $<
+$(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+
+# Patch libraries: each defines replacements with a distinct signature value.
+$(FIXOUT)/libfix%.so: $(FIX)/libfix%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -o $@ $<
+
+FIXTURE_BINS := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads \
+  $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/libfix*.c))
+
+fixtures: $(FIXTURE_BINS)
+	@cp $(FIX)/*.json $(FIXOUT)/ 2>/dev/null || true
+
+build: deps
+	$(SWIFT) build -c release
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
+test: deps fixtures lint
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: deps fixtures
+	$(SWIFT) build -c release
+	@SWPATCH=$$($(SWIFT) build -c release --show-bin-path)/swpatch bash $(FIX)/demo.sh
+
+clean:
+	rm -rf .build $(FIXOUT)

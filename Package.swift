@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+  name: "swpatch",
+  platforms: [.macOS(.v13)],
+  products: [
+    .executable(name: "swpatch", targets: ["swpatch"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+  ],
+  targets: [
+    // C interop: libelf + libdw, imported as a system library.
+    .systemLibrary(name: "CElfDw", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
+    // C interop: what Swift cannot import (variadic ptrace, wait-status macros).
+    .target(name: "CSwpatchShim"),
+    // Process control: ptrace sessions on one thread, memory, remote syscalls and calls.
+    .target(
+      name: "SwpatchProcess",
+      dependencies: ["CSwpatchShim", .product(name: "SystemPackage", package: "swift-system")]),
+    // Symbols: /proc/PID/maps, ELF symbol tables, load bias.
+    .target(name: "SwpatchSymbols", dependencies: ["CElfDw"]),
+    // x86-64 encoding of the jumps and trampoline slots.
+    .target(name: "SwpatchX86"),
+    // Pure logic: hooks, func stacks, policies, plans. No I/O.
+    .target(name: "SwpatchRegistry"),
+    // Executes a plan transactionally inside one stop of the target.
+    .target(
+      name: "SwpatchPatcher",
+      dependencies: ["SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry"]),
+    // Thin command-line front end.
+    .executableTarget(
+      name: "swpatch",
+      dependencies: [
+        "SwpatchPatcher",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
+    .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
+    .testTarget(
+      name: "SwpatchIntegrationTests",
+      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
+  ]
+)

@@ -1,0 +1,42 @@
+// What Swift cannot import from glibc: the variadic ptrace(2) and syscall(2),
+// and the wait-status macros. Kept tiny; everything else imports directly.
+#ifndef SWPATCH_SHIM_H
+#define SWPATCH_SHIM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+/// ptrace(2). Returns the kernel's result, or -1 with *err set to errno.
+long swp_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data, int *err);
+
+/// PTRACE_GETREGSET / PTRACE_SETREGSET with an iovec over buf. On return
+/// *len holds the size the kernel used.
+long swp_ptrace_regset(int request, pid_t pid, int note_type, void *buf, size_t *len, int *err);
+
+/// waitpid(2) with __WALL added, retrying on EINTR. Returns the pid, 0 for
+/// WNOHANG with nothing to report, or -1 with *err set.
+pid_t swp_waitpid(pid_t pid, int *status, int options, int *err);
+
+/// A raw syscall with up to six arguments. Returns -1 with *err on failure.
+long swp_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6, int *err);
+
+int swp_wifstopped(int status);
+int swp_wifexited(int status);
+int swp_wifsignaled(int status);
+int swp_wstopsig(int status);
+int swp_wexitstatus(int status);
+int swp_wtermsig(int status);
+/// The PTRACE_EVENT_* in a stop status (status >> 16), 0 for none.
+int swp_wptrace_event(int status);
+
+/// Constants whose macros do not import cleanly.
+enum {
+  SWP_WALL = 0x40000000,
+  SWP_NT_PRSTATUS = 1,
+  SWP_NT_X86_XSTATE = 0x202,
+  SWP_PTRACE_O_TRACESYSGOOD = 1,
+  SWP_PTRACE_EVENT_STOP = 128,
+};
+
+#endif

@@ -1,0 +1,50 @@
+// _GNU_SOURCE only here: in the public header it breaks Foundation imports.
+#define _GNU_SOURCE
+#include "swpatch_shim.h"
+
+#include <errno.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+long swp_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data, int *err) {
+  errno = 0;
+  long r = ptrace((enum __ptrace_request)request, pid, (void *)addr, (void *)data);
+  *err = errno;
+  // PEEK requests may legitimately return -1; callers check *err.
+  return r;
+}
+
+long swp_ptrace_regset(int request, pid_t pid, int note_type, void *buf, size_t *len, int *err) {
+  struct iovec iov = {.iov_base = buf, .iov_len = *len};
+  errno = 0;
+  long r = ptrace((enum __ptrace_request)request, pid, (void *)(long)note_type, &iov);
+  *err = errno;
+  *len = iov.iov_len;
+  return r;
+}
+
+pid_t swp_waitpid(pid_t pid, int *status, int options, int *err) {
+  pid_t r;
+  do {
+    r = waitpid(pid, status, options | __WALL);
+  } while (r < 0 && errno == EINTR);
+  *err = r < 0 ? errno : 0;
+  return r;
+}
+
+long swp_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6, int *err) {
+  long r = syscall(nr, a1, a2, a3, a4, a5, a6);
+  *err = r < 0 ? errno : 0;
+  return r;
+}
+
+int swp_wifstopped(int status) { return WIFSTOPPED(status); }
+int swp_wifexited(int status) { return WIFEXITED(status); }
+int swp_wifsignaled(int status) { return WIFSIGNALED(status); }
+int swp_wstopsig(int status) { return WSTOPSIG(status); }
+int swp_wexitstatus(int status) { return WEXITSTATUS(status); }
+int swp_wtermsig(int status) { return WTERMSIG(status); }
+int swp_wptrace_event(int status) { return (status >> 16) & 0xff; }
