@@ -1,0 +1,60 @@
+/// Formats an address the way every swpatch output shows it: lowercase hex with a 0x prefix.
+public func hexAddress(_ value: UInt64) -> String {
+  "0x" + String(value, radix: 16)
+}
+
+/// Parses "0x…" (or bare hex) back into an address; nil when it is not hex.
+public func parseHexAddress(_ text: String) -> UInt64? {
+  let digits = text.hasPrefix("0x") || text.hasPrefix("0X") ? text.dropFirst(2) : Substring(text)
+  return digits.isEmpty ? nil : UInt64(digits, radix: 16)
+}
+
+func hexBytes(_ bytes: [UInt8]) -> String {
+  bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+}
+
+func parseHexBytes(_ text: String) -> [UInt8]? {
+  let chars = Array(text.utf8)
+  guard chars.count % 2 == 0 else { return nil }
+  var out: [UInt8] = []
+  out.reserveCapacity(chars.count / 2)
+  var i = 0
+  while i < chars.count {
+    guard let pair = UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+    out.append(pair)
+    i += 2
+  }
+  return out
+}
+
+// Addresses are encoded as hex strings so JSON readers never see them rounded through a double
+// and humans can compare them with /proc/PID/maps.
+extension KeyedEncodingContainer {
+  mutating func encodeHex(_ value: UInt64, forKey key: Key) throws {
+    try encode(hexAddress(value), forKey: key)
+  }
+
+  mutating func encodeHexBytes(_ value: [UInt8], forKey key: Key) throws {
+    try encode(hexBytes(value), forKey: key)
+  }
+}
+
+extension KeyedDecodingContainer {
+  func decodeHex(forKey key: Key) throws -> UInt64 {
+    let text = try decode(String.self, forKey: key)
+    guard let value = parseHexAddress(text) else {
+      throw DecodingError.dataCorruptedError(
+        forKey: key, in: self, debugDescription: "expected a hex address like 0x1234, got '\(text)'")
+    }
+    return value
+  }
+
+  func decodeHexBytes(forKey key: Key) throws -> [UInt8] {
+    let text = try decode(String.self, forKey: key)
+    guard let value = parseHexBytes(text) else {
+      throw DecodingError.dataCorruptedError(
+        forKey: key, in: self, debugDescription: "expected hex bytes like f30f1efa, got '\(text)'")
+    }
+    return value
+  }
+}

@@ -1,0 +1,92 @@
+/// A hook that keeps a patch from being disabled under policy `stack`.
+public struct StackBlocker: Equatable, Sendable, Codable {
+  public var function: String
+  public var oldAddr: UInt64
+  /// Top first: the order in which they would have to be disabled.
+  public var patchesAbove: [String]
+
+  public init(function: String, oldAddr: UInt64, patchesAbove: [String]) {
+    self.function = function
+    self.oldAddr = oldAddr
+    self.patchesAbove = patchesAbove
+  }
+}
+
+/// Why the registry refused an operation; nothing was changed when one is thrown.
+public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
+  case alreadyApplied(id: String, pid: Int32, state: PatchState)
+  case policyMismatch(pid: Int32, existing: DisablePolicy, requested: DisablePolicy)
+  case unknownPatch(id: String, pid: Int32, known: [String])
+  case alreadyEnabled(id: String, pid: Int32)
+  case alreadyDisabled(id: String, pid: Int32)
+  case blockedByStack(id: String, blockers: [StackBlocker])
+  /// `dependants` are the enabled patches that require `id`.
+  case requiredBy(id: String, dependants: [String])
+  case missingRequirement(id: String, pid: Int32, missing: [String])
+  case invalidPatch(id: String, reason: String)
+  case stalePlan(pid: Int32, planned: UInt64, current: UInt64)
+  case wrongTarget(planned: TargetID, actual: TargetID)
+  /// The installs handed to commit do not match the plan's installHook effects.
+  case installMismatch(missing: [UInt64], unexpected: [UInt64])
+
+  /// Stable identifier for scripts and JSON output; messages may be reworded, codes may not.
+  public var code: String {
+    switch self {
+    case .alreadyApplied: "already_applied"
+    case .policyMismatch: "policy_mismatch"
+    case .unknownPatch: "unknown_patch"
+    case .alreadyEnabled: "already_enabled"
+    case .alreadyDisabled: "already_disabled"
+    case .blockedByStack: "blocked_by_stack"
+    case .requiredBy: "required_by"
+    case .missingRequirement: "missing_requirement"
+    case .invalidPatch: "invalid_patch"
+    case .stalePlan: "stale_plan"
+    case .wrongTarget: "wrong_target"
+    case .installMismatch: "install_mismatch"
+    }
+  }
+
+  public var description: String {
+    switch self {
+    case .alreadyApplied(let id, let pid, let state):
+      return "patch '\(id)' is already applied to pid \(pid) (\(state.rawValue)); use `swpatch enable`/`disable`"
+    case .policyMismatch(let pid, let existing, let requested):
+      return "target \(pid) uses policy '\(existing.rawValue)'; it cannot change while patches are applied"
+        + " (requested '\(requested.rawValue)'; omit the policy or pass '\(existing.rawValue)')"
+    case .unknownPatch(let id, let pid, let known):
+      let list = known.isEmpty ? "none are applied" : "known: " + known.joined(separator: ", ")
+      return "no patch '\(id)' on pid \(pid) (\(list)); check the id with `swpatch status`"
+    case .alreadyEnabled(let id, let pid):
+      return "patch '\(id)' is already enabled on pid \(pid); nothing to do"
+    case .alreadyDisabled(let id, let pid):
+      return "patch '\(id)' is already disabled on pid \(pid); nothing to do"
+    case .blockedByStack(let id, let blockers):
+      let parts = blockers.map { "\($0.function) has \($0.patchesAbove.joined(separator: ", ")) above it" }
+      var order: [String] = []
+      for name in blockers.flatMap(\.patchesAbove) where !order.contains(name) { order.append(name) }
+      return "cannot disable '\(id)' under policy 'stack': \(parts.joined(separator: "; "));"
+        + " disable \(order.joined(separator: ", ")) first (or use policy 'any')"
+    case .requiredBy(let id, let dependants):
+      let verb = dependants.count == 1 ? "requires" : "require"
+      return "cannot disable '\(id)': enabled \(dependants.joined(separator: ", ")) \(verb) it;"
+        + " disable \(dependants.joined(separator: ", ")) first"
+    case .missingRequirement(let id, let pid, let missing):
+      return "cannot enable '\(id)' on pid \(pid): it requires \(missing.joined(separator: ", ")),"
+        + " which is not enabled; attach or enable it first"
+    case .invalidPatch(let id, let reason):
+      return "invalid patch '\(id)': \(reason)"
+    case .stalePlan(let pid, let planned, let current):
+      return "plan for pid \(pid) is stale (made at generation \(planned), state is now at \(current)); plan again"
+    case .wrongTarget(let planned, let actual):
+      return "plan was made for pid \(planned.pid) (start \(planned.startTime)) but committed to pid"
+        + " \(actual.pid) (start \(actual.startTime)); plan again against the right target"
+    case .installMismatch(let missing, let unexpected):
+      var parts: [String] = []
+      if !missing.isEmpty { parts.append("missing " + missing.map(hexAddress).joined(separator: ", ")) }
+      if !unexpected.isEmpty { parts.append("unexpected " + unexpected.map(hexAddress).joined(separator: ", ")) }
+      return "commit needs exactly one hook install per installHook effect (\(parts.joined(separator: "; ")));"
+        + " report the installs the plan asked for"
+    }
+  }
+}

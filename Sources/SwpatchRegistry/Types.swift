@@ -1,0 +1,289 @@
+/// Which patches may be disabled: only the top of every func stack, or any of them.
+public enum DisablePolicy: String, Sendable, Codable, Equatable, CaseIterable {
+  case stack
+  case any
+}
+
+/// A process identity that survives pid reuse.
+public struct TargetID: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
+  public var pid: Int32
+  /// Field 22 of /proc/PID/stat; a recycled pid gets a different start time.
+  public var startTime: UInt64
+
+  public init(pid: Int32, startTime: UInt64) {
+    self.pid = pid
+    self.startTime = startTime
+  }
+
+  public static func < (lhs: TargetID, rhs: TargetID) -> Bool {
+    (lhs.pid, lhs.startTime) < (rhs.pid, rhs.startTime)
+  }
+
+  public var description: String { "pid \(pid)" }
+
+  enum CodingKeys: String, CodingKey {
+    case pid
+    case startTime = "start_time"
+  }
+}
+
+/// An original function in the target, identified by its runtime address.
+public struct FunctionSite: Hashable, Sendable, Codable {
+  public var name: String
+  /// The object (executable or library) that defines it, as shown to users.
+  public var object: String
+  public var oldAddr: UInt64
+
+  public init(name: String, object: String, oldAddr: UInt64) {
+    self.name = name
+    self.object = object
+    self.oldAddr = oldAddr
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case name, object
+    case oldAddr = "old_addr"
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    name = try c.decode(String.self, forKey: .name)
+    object = try c.decode(String.self, forKey: .object)
+    oldAddr = try c.decodeHex(forKey: .oldAddr)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(name, forKey: .name)
+    try c.encode(object, forKey: .object)
+    try c.encodeHex(oldAddr, forKey: .oldAddr)
+  }
+}
+
+/// One function a patch replaces, with where its replacement was loaded.
+public struct PatchFunction: Hashable, Sendable, Codable {
+  public var site: FunctionSite
+  public var replacement: String
+  public var replacementAddr: UInt64
+
+  public init(site: FunctionSite, replacement: String, replacementAddr: UInt64) {
+    self.site = site
+    self.replacement = replacement
+    self.replacementAddr = replacementAddr
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case site, replacement
+    case replacementAddr = "replacement_addr"
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    site = try c.decode(FunctionSite.self, forKey: .site)
+    replacement = try c.decode(String.self, forKey: .replacement)
+    replacementAddr = try c.decodeHex(forKey: .replacementAddr)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(site, forKey: .site)
+    try c.encode(replacement, forKey: .replacement)
+    try c.encodeHex(replacementAddr, forKey: .replacementAddr)
+  }
+}
+
+/// Whether a patch's replacements are currently on the func stacks.
+public enum PatchState: String, Sendable, Codable, Equatable {
+  case enabled
+  case disabled
+}
+
+/// A patch applied to a target; it stays known (and its library loaded) while disabled.
+public struct Patch: Equatable, Sendable, Codable {
+  public var id: String
+  /// Path of the shared object holding the replacements.
+  public var library: String
+  public var functions: [PatchFunction]
+  /// Atomic replace: enabling it disables every other patch on the target.
+  public var replace: Bool
+  /// Ids of patches that must be enabled while this one is.
+  public var requires: [String]
+  public var state: PatchState
+  /// Position in the order of enables; later enables sit higher on the stacks.
+  public var enableSeq: UInt64
+
+  public init(
+    id: String, library: String, functions: [PatchFunction], replace: Bool = false,
+    requires: [String] = [], state: PatchState = .enabled, enableSeq: UInt64 = 0
+  ) {
+    self.id = id
+    self.library = library
+    self.functions = functions
+    self.replace = replace
+    self.requires = requires
+    self.state = state
+    self.enableSeq = enableSeq
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case id, library, functions, replace, requires, state
+    case enableSeq = "enable_seq"
+  }
+}
+
+/// What the patcher did to install a hook, kept so the hook can be removed exactly.
+public struct HookInstall: Hashable, Sendable, Codable {
+  /// The trampoline slot (`jmp [rip+disp]`) the entry jumps to.
+  public var slotAddr: UInt64
+  /// The 8-byte pointer cell the slot jumps through; retargeting is one store here.
+  public var cellAddr: UInt64
+  /// Where the jump was written; oldAddr+4 when the function starts with endbr64.
+  public var entryAddr: UInt64
+  public var originalBytes: [UInt8]
+  public var jumpBytes: [UInt8]
+
+  public init(
+    slotAddr: UInt64, cellAddr: UInt64, entryAddr: UInt64, originalBytes: [UInt8], jumpBytes: [UInt8]
+  ) {
+    self.slotAddr = slotAddr
+    self.cellAddr = cellAddr
+    self.entryAddr = entryAddr
+    self.originalBytes = originalBytes
+    self.jumpBytes = jumpBytes
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case slotAddr = "slot_addr"
+    case cellAddr = "cell_addr"
+    case entryAddr = "entry_addr"
+    case originalBytes = "original_bytes"
+    case jumpBytes = "jump_bytes"
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    slotAddr = try c.decodeHex(forKey: .slotAddr)
+    cellAddr = try c.decodeHex(forKey: .cellAddr)
+    entryAddr = try c.decodeHex(forKey: .entryAddr)
+    originalBytes = try c.decodeHexBytes(forKey: .originalBytes)
+    jumpBytes = try c.decodeHexBytes(forKey: .jumpBytes)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encodeHex(slotAddr, forKey: .slotAddr)
+    try c.encodeHex(cellAddr, forKey: .cellAddr)
+    try c.encodeHex(entryAddr, forKey: .entryAddr)
+    try c.encodeHexBytes(originalBytes, forKey: .originalBytes)
+    try c.encodeHexBytes(jumpBytes, forKey: .jumpBytes)
+  }
+}
+
+/// One replacement on a hook's func stack.
+public struct StackEntry: Hashable, Sendable, Codable {
+  public var patch: String
+  public var replacement: String
+  public var address: UInt64
+
+  public init(patch: String, replacement: String, address: UInt64) {
+    self.patch = patch
+    self.replacement = replacement
+    self.address = address
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case patch, replacement, address
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    patch = try c.decode(String.self, forKey: .patch)
+    replacement = try c.decode(String.self, forKey: .replacement)
+    address = try c.decodeHex(forKey: .address)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(patch, forKey: .patch)
+    try c.encode(replacement, forKey: .replacement)
+    try c.encodeHex(address, forKey: .address)
+  }
+}
+
+/// The single redirection of one original function, shared by every patch that replaces it.
+public struct Hook: Equatable, Sendable, Codable {
+  public var site: FunctionSite
+  public var install: HookInstall
+  /// Bottom first; the last entry is active. Never empty while the hook exists.
+  public var stack: [StackEntry]
+
+  public init(site: FunctionSite, install: HookInstall, stack: [StackEntry]) {
+    self.site = site
+    self.install = install
+    self.stack = stack
+  }
+
+  public var topFirst: [StackEntry] { stack.reversed() }
+  public var active: StackEntry? { stack.last }
+
+  enum CodingKeys: String, CodingKey {
+    case site, install
+    // Named so nobody reading the state file mistakes it for the top-first status order.
+    case stack = "stack_bottom_first"
+  }
+}
+
+/// Memory the patcher mapped in the target for trampoline slots.
+public struct TrampolinePage: Hashable, Sendable, Codable {
+  public var base: UInt64
+  public var size: UInt64
+
+  public init(base: UInt64, size: UInt64) {
+    self.base = base
+    self.size = size
+  }
+
+  enum CodingKeys: String, CodingKey { case base, size }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    base = try c.decodeHex(forKey: .base)
+    size = try c.decodeHex(forKey: .size)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encodeHex(base, forKey: .base)
+    try c.encodeHex(size, forKey: .size)
+  }
+}
+
+/// A patch library dlopen'ed into the target.
+public struct LoadedLibrary: Hashable, Sendable, Codable {
+  public var path: String
+  /// The dlopen handle in the target, needed to dlclose it later.
+  public var handle: UInt64
+  public var sha256: String?
+
+  public init(path: String, handle: UInt64, sha256: String? = nil) {
+    self.path = path
+    self.handle = handle
+    self.sha256 = sha256
+  }
+
+  enum CodingKeys: String, CodingKey { case path, handle, sha256 }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    path = try c.decode(String.self, forKey: .path)
+    handle = try c.decodeHex(forKey: .handle)
+    sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var c = encoder.container(keyedBy: CodingKeys.self)
+    try c.encode(path, forKey: .path)
+    try c.encodeHex(handle, forKey: .handle)
+    try c.encodeIfPresent(sha256, forKey: .sha256)
+  }
+}
