@@ -117,7 +117,9 @@ extension TargetState {
       push(at: out.patches.count - 1, into: &out)
     case .enable(let patchID):
       let i = try position(of: patchID)
-      guard patches[i].state == .disabled else { throw RegistryError.alreadyEnabled(id: patchID, pid: id.pid) }
+      guard patches[i].state == .disabled else {
+        throw RegistryError.alreadyEnabled(id: patchID, pid: id.pid)
+      }
       if patches[i].replace && !patches[i].requires.isEmpty {
         throw RegistryError.invalidPatch(
           id: patchID, reason: "replace: true cannot be combined with requires; attach a fixed patch instead")
@@ -129,7 +131,9 @@ extension TargetState {
       guard patches[i].state == .enabled else {
         throw RegistryError.alreadyDisabled(id: patchID, pid: id.pid)
       }
-      let dependants = patches.filter { $0.state == .enabled && $0.id != patchID && $0.requires.contains(patchID) }
+      let dependants = patches.filter {
+        $0.state == .enabled && $0.id != patchID && $0.requires.contains(patchID)
+      }
       if !dependants.isEmpty { throw RegistryError.requiredBy(id: patchID, dependants: dependants.map(\.id)) }
       if policy == .stack { try checkOnTop(patches[i]) }
       pop(at: i, from: &out)
@@ -146,10 +150,13 @@ extension TargetState {
 
   private func checkRequirements(of patch: Patch) throws {
     var missing: [String] = []
-    for required in patch.requires where self.patch(required)?.state != .enabled && !missing.contains(required) {
+    for required in patch.requires
+    where self.patch(required)?.state != .enabled && !missing.contains(required) {
       missing.append(required)
     }
-    if !missing.isEmpty { throw RegistryError.missingRequirement(id: patch.id, pid: id.pid, missing: missing) }
+    if !missing.isEmpty {
+      throw RegistryError.missingRequirement(id: patch.id, pid: id.pid, missing: missing)
+    }
   }
 
   private func checkOnTop(_ patch: Patch) throws {

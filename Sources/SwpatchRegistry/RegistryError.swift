@@ -50,7 +50,8 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .alreadyApplied(let id, let pid, let state):
-      return "patch '\(id)' is already applied to pid \(pid) (\(state.rawValue)); use `swpatch enable`/`disable`"
+      return
+        "patch '\(id)' is already applied to pid \(pid) (\(state.rawValue)); use `swpatch enable`/`disable`"
     case .policyMismatch(let pid, let existing, let requested):
       return "target \(pid) uses policy '\(existing.rawValue)'; it cannot change while patches are applied"
         + " (requested '\(requested.rawValue)'; omit the policy or pass '\(existing.rawValue)')"
@@ -77,15 +78,19 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
     case .invalidPatch(let id, let reason):
       return "invalid patch '\(id)': \(reason)"
     case .stalePlan(let pid, let planned, let current):
-      return "plan for pid \(pid) is stale (made at generation \(planned), state is now at \(current)); plan again"
+      return
+        "plan for pid \(pid) is stale (made at generation \(planned), state is now at \(current)); plan again"
     case .wrongTarget(let planned, let actual):
       return "plan was made for pid \(planned.pid) (start \(planned.startTime)) but committed to pid"
         + " \(actual.pid) (start \(actual.startTime)); plan again against the right target"
     case .installMismatch(let missing, let unexpected):
       var parts: [String] = []
       if !missing.isEmpty { parts.append("missing " + missing.map(hexAddress).joined(separator: ", ")) }
-      if !unexpected.isEmpty { parts.append("unexpected " + unexpected.map(hexAddress).joined(separator: ", ")) }
-      return "commit needs exactly one hook install per installHook effect (\(parts.joined(separator: "; ")));"
+      if !unexpected.isEmpty {
+        parts.append("unexpected " + unexpected.map(hexAddress).joined(separator: ", "))
+      }
+      return
+        "commit needs exactly one hook install per installHook effect (\(parts.joined(separator: "; ")));"
         + " report the installs the plan asked for"
     }
   }

@@ -40,7 +40,8 @@ public struct TargetState: Equatable, Sendable, Codable {
   }
 
   private static func index(_ patches: [Patch]) -> [String: Int] {
-    Dictionary(patches.enumerated().map { ($0.element.id, $0.offset) }, uniquingKeysWith: { first, _ in first })
+    Dictionary(
+      patches.enumerated().map { ($0.element.id, $0.offset) }, uniquingKeysWith: { first, _ in first })
   }
 
   public func patch(_ id: String) -> Patch? {
