@@ -1,5 +1,5 @@
 /// One memory change the patcher must make in the target.
-public enum Effect: Equatable, Sendable, Codable {
+public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
   /// Create a slot whose cell points to `target`, then write the entry jump to it.
   case installHook(site: FunctionSite, target: UInt64)
   /// One 8-byte store into the hook's cell.
@@ -12,6 +12,18 @@ public enum Effect: Equatable, Sendable, Codable {
     case .installHook(let site, _): site.oldAddr
     case .setSlot(let oldAddr, _, _, _): oldAddr
     case .removeHook(let oldAddr, _): oldAddr
+    }
+  }
+
+  /// Hex addresses, so test failures and logs can be compared with /proc/PID/maps.
+  public var description: String {
+    switch self {
+    case .installHook(let site, let target):
+      "installHook(\(site.name) \(hexAddress(site.oldAddr)) -> \(hexAddress(target)))"
+    case .setSlot(let oldAddr, let cellAddr, let from, let to):
+      "setSlot(\(hexAddress(oldAddr)) cell \(hexAddress(cellAddr)): \(hexAddress(from)) -> \(hexAddress(to)))"
+    case .removeHook(let oldAddr, let install):
+      "removeHook(\(hexAddress(oldAddr)) entry \(hexAddress(install.entryAddr)))"
     }
   }
 

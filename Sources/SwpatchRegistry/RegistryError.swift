@@ -64,17 +64,16 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
       return "patch '\(id)' is already disabled on pid \(pid); nothing to do"
     case .blockedByStack(let id, let blockers):
       let parts = blockers.map { "\($0.function) has \($0.patchesAbove.joined(separator: ", ")) above it" }
-      var order: [String] = []
-      for name in blockers.flatMap(\.patchesAbove) where !order.contains(name) { order.append(name) }
-      return "cannot disable '\(id)' under policy 'stack': \(parts.joined(separator: "; "));"
-        + " disable \(order.joined(separator: ", ")) first (or use policy 'any')"
+      return "cannot disable '\(id)' under policy 'stack': \(parts.joined(separator: " and "));"
+        + " disable \(Self.unwindOrder(blockers).joined(separator: ", ")) first (or use policy 'any')"
     case .requiredBy(let id, let dependants):
       let verb = dependants.count == 1 ? "requires" : "require"
       return "cannot disable '\(id)': enabled \(dependants.joined(separator: ", ")) \(verb) it;"
         + " disable \(dependants.joined(separator: ", ")) first"
     case .missingRequirement(let id, let pid, let missing):
+      let (verb, pronoun) = missing.count == 1 ? ("is", "it") : ("are", "them")
       return "cannot enable '\(id)' on pid \(pid): it requires \(missing.joined(separator: ", ")),"
-        + " which is not enabled; attach or enable it first"
+        + " which \(verb) not enabled; attach or enable \(pronoun) first"
     case .invalidPatch(let id, let reason):
       return "invalid patch '\(id)': \(reason)"
     case .stalePlan(let pid, let planned, let current):
@@ -93,5 +92,24 @@ public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
         "commit needs exactly one hook install per installHook effect (\(parts.joined(separator: "; ")));"
         + " report the installs the plan asked for"
     }
+  }
+
+  /// Merges the per-hook "above" lists (each top first) into one order that unwinds every stack:
+  /// a patch is named only after every patch that sits above it somewhere.
+  static func unwindOrder(_ blockers: [StackBlocker]) -> [String] {
+    var remaining: [String] = []
+    for name in blockers.flatMap(\.patchesAbove) where !remaining.contains(name) { remaining.append(name) }
+    var order: [String] = []
+    while !remaining.isEmpty {
+      let free = remaining.firstIndex { name in
+        !blockers.contains { blocker in
+          guard let at = blocker.patchesAbove.firstIndex(of: name) else { return false }
+          return blocker.patchesAbove[..<at].contains { remaining.contains($0) }
+        }
+      }
+      // A cycle cannot arise from real stacks; fall back to encounter order rather than loop.
+      order.append(remaining.remove(at: free ?? 0))
+    }
+    return order
   }
 }

@@ -193,3 +193,22 @@ import Testing
   #expect(state.hook(at: foo.oldAddr)?.install.entryAddr == foo.oldAddr + 4)
   #expect(try state.planDisable("p1").effects == [.removeHook(oldAddr: foo.oldAddr, install: install)])
 }
+
+@Test func blockedMessageNamesEveryBlockingHookInAnUnwindableOrder() throws {
+  var state = try attach(fresh(.stack), makePatch("p1", [foo, bar]))
+  state = try attach(state, makePatch("p2", [foo]))
+  state = try attach(state, makePatch("p3", [foo, bar]))
+  let error = try #require(refusal { try state.planDisable("p1") })
+  #expect(
+    error.description
+      == "cannot disable 'p1' under policy 'stack': foo has p3, p2 above it and bar has p3 above it;"
+      + " disable p3, p2 first (or use policy 'any')")
+}
+
+@Test func unwindOrderPutsAPatchAfterEverythingAboveItOnAnyHook() {
+  let blockers = [
+    StackBlocker(function: "foo", oldAddr: 1, patchesAbove: ["p2"]),
+    StackBlocker(function: "bar", oldAddr: 2, patchesAbove: ["p3", "p2"]),
+  ]
+  #expect(RegistryError.unwindOrder(blockers) == ["p3", "p2"])
+}
