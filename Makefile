@@ -23,28 +23,32 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-FIXTURE_CFLAGS := -O1 -g -fno-inline -fno-omit-frame-pointer -Wall -Wextra
+FIXTURE_CFLAGS := -O1 -g -Wall -Wextra
 
 $(FIXOUT):
 	@mkdir -p $(FIXOUT)
 
-# Target programs: plain loop (PIE), threaded loop, a CET (endbr64) build.
-$(FIXOUT)/loop: $(FIX)/loop.c | $(FIXOUT)
-	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
-$(FIXOUT)/loop-cet: $(FIX)/loop.c | $(FIXOUT)
-	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=full -o $@ $<
+# Target programs: a single-threaded loop (PIE), the same with endbr64 (CET), and a
+# multi-threaded one.
+$(FIXOUT)/loop: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $^
+$(FIXOUT)/loop-cet: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=full -o $@ $^
 $(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 
-# Patch libraries: each defines replacements with a distinct signature value.
-$(FIXOUT)/libfix%.so: $(FIX)/libfix%.c | $(FIXOUT)
+# Patch libraries: each replacement returns a value that names its version.
+$(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -o $@ $<
 
-FIXTURE_BINS := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads \
-  $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/libfix*.c))
+$(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
+	cp $< $@
 
-fixtures: $(FIXTURE_BINS)
-	@cp $(FIX)/*.json $(FIXOUT)/ 2>/dev/null || true
+FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads \
+  $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
+  $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
+
+fixtures: $(FIXTURE_FILES)
 
 build: deps
 	$(SWIFT) build -c release

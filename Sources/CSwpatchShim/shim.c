@@ -41,6 +41,8 @@ long swp_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6,
   return r;
 }
 
+int swp_tgkill(pid_t tgid, pid_t tid, int sig) { return tgkill(tgid, tid, sig); }
+
 int swp_wifstopped(int status) { return WIFSTOPPED(status); }
 int swp_wifexited(int status) { return WIFEXITED(status); }
 int swp_wifsignaled(int status) { return WIFSIGNALED(status); }

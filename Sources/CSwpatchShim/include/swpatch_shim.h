@@ -21,6 +21,9 @@ pid_t swp_waitpid(pid_t pid, int *status, int options, int *err);
 /// A raw syscall with up to six arguments. Returns -1 with *err on failure.
 long swp_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6, int *err);
 
+/// tgkill(2): a signal to one thread.
+int swp_tgkill(pid_t tgid, pid_t tid, int sig);
+
 int swp_wifstopped(int status);
 int swp_wifexited(int status);
 int swp_wifsignaled(int status);

@@ -1,0 +1,244 @@
+import Foundation
+import SwpatchProcess
+import SwpatchRegistry
+import SwpatchSymbols
+import SwpatchX86
+
+/// The result of one attach, enable or disable, for humans and for `--json`.
+public struct OperationReport: Codable, Sendable {
+  /// One redirected (or restored) function.
+  public struct FunctionLine: Codable, Sendable {
+    public var function: String
+    public var object: String
+    public var oldAddr: String
+    public var replacement: String
+    public var address: String
+    enum CodingKeys: String, CodingKey {
+      case function, object, replacement, address
+      case oldAddr = "old_addr"
+    }
+  }
+  public var pid: Int32
+  public var operation: String
+  public var patch: String
+  public var dryRun: Bool
+  public var policy: String
+  public var functions: [FunctionLine]
+  public var plan: [String]
+  /// Patches that an atomic-replace patch disabled in the same stop.
+  public var alsoDisabled: [String]
+  public var stoppedMicroseconds: Int64
+  public var notes: [String]
+
+  enum CodingKeys: String, CodingKey {
+    case pid, operation, patch, policy, functions, plan, notes
+    case dryRun = "dry_run"
+    case alsoDisabled = "also_disabled"
+    case stoppedMicroseconds = "stopped_us"
+  }
+}
+
+/// The patching engine: validates a request, plans it with the registry, and carries
+/// the plan out inside one stop of the target. Front ends (the CLI, later the daemon)
+/// call only this.
+public final class Engine: @unchecked Sendable {
+  public let store: RegistryStore
+  private let tracer = TracerThread.shared
+  /// Bound on a remote call (dlopen) in the target.
+  public var callTimeout: Duration = .seconds(5)
+
+  public init(stateDirectory: String) {
+    store = RegistryStore(directory: stateDirectory)
+  }
+
+  // MARK: attach
+
+  /// Loads the patch's library into `pid` and redirects every function, or changes
+  /// nothing and throws.
+  public func attach(
+    pid: Int32, patchPath: String, policy: DisablePolicy?, dryRun: Bool
+  ) throws -> OperationReport {
+    let file = try PatchFile.load(path: patchPath)
+    let process = try TargetProcess.inspect(pid)
+    try process.checkPatchable()
+    let library = try openLibrary(file.library)
+    let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
+    return try store.locked { session in
+      let image = try ProcessImage(pid: pid)
+      var sizes: [UInt64: UInt64] = [:]
+      var sites: [FunctionSite] = []
+      for function in file.functions {
+        let old = try image.resolve(function.old, in: function.object, sympos: function.sympos)
+        try checkRoom(old, image: image)
+        sizes[old.address] = old.size
+        sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
+      }
+      let id = TargetID(pid: pid, startTime: process.startTime)
+      let state =
+        session.registry.target(id)
+        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack)
+      func patch(bias: UInt64) -> Patch {
+        Patch(
+          id: file.id, library: file.library,
+          functions: zip(zip(sites, file.functions), newSymbols).map { pair, symbol in
+            PatchFunction(site: pair.0, replacement: pair.1.new, replacementAddr: bias &+ symbol.value)
+          }, replace: file.replace, requires: file.requires)
+      }
+      // Planned once before the target is touched, so every refusal comes first; the
+      // addresses are link-time offsets until the library is loaded.
+      let draft = try state.planAttach(patch(bias: 0), policy: policy)
+      if dryRun {
+        return report(
+          draft, state: state, patch: patch(bias: 0), dryRun: true, stopped: .zero,
+          notes: ["library not loaded: replacement addresses are offsets in \(file.library)"])
+      }
+      let firstSite = sites[0].oldAddr
+      let (plan, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
+        transaction in
+        let loaded = try transaction.loadLibrary(file.library, image: image, near: firstSite)
+        let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
+        let installs = try transaction.execute(plan, sizes: sizes)
+        let libraries =
+          loaded.loadedNow ? [LoadedLibrary(path: file.library, handle: loaded.handle)] : []
+        let next = try state.committing(
+          plan, installs: installs, newPages: transaction.newPages, newLibraries: libraries)
+        return (plan, next)
+      }
+      return report(
+        plan, state: newState, patch: newState.patch(file.id)!, dryRun: false, stopped: stopped,
+        notes: [])
+    }
+  }
+
+  // MARK: enable / disable
+
+  /// Re-enables a disabled patch (its replacement goes on top of each stack again).
+  public func enable(pid: Int32, patchID: String, dryRun: Bool) throws -> OperationReport {
+    try change(pid: pid, dryRun: dryRun) { try $0.planEnable(patchID) }
+  }
+
+  /// Disables a patch, as the target's policy allows.
+  public func disable(pid: Int32, patchID: String, dryRun: Bool) throws -> OperationReport {
+    try change(pid: pid, dryRun: dryRun) { try $0.planDisable(patchID) }
+  }
+
+  private func change(
+    pid: Int32, dryRun: Bool, planning: (TargetState) throws -> Plan
+  ) throws -> OperationReport {
+    let process = try TargetProcess.inspect(pid)
+    return try store.locked { session in
+      let id = TargetID(pid: pid, startTime: process.startTime)
+      guard let state = session.registry.target(id) else { throw PatchError.notPatched(pid: pid) }
+      let plan = try planning(state)
+      let patch = state.patch(plan.operation.patchID)!
+      if dryRun {
+        return report(plan, state: state, patch: patch, dryRun: true, stopped: .zero, notes: [])
+      }
+      try process.checkPatchable()
+      let sizes = try functionSizes(plan, pid: pid)
+      let (done, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
+        transaction in
+        let installs = try transaction.execute(plan, sizes: sizes)
+        return (plan, try state.committing(plan, installs: installs))
+      }
+      return report(
+        done, state: newState, patch: newState.patch(patch.id)!, dryRun: false, stopped: stopped,
+        notes: [])
+    }
+  }
+
+  // MARK: status
+
+  /// The registry as it stands, exited targets dropped (and named).
+  public func status(pid: Int32? = nil) throws -> (report: StatusReport, dropped: [TargetID]) {
+    try store.locked { session in
+      let targets = session.registry.targets.filter { pid == nil || $0.id.pid == pid }
+      return (StatusReport(targets: targets), session.dropped)
+    }
+  }
+
+  // MARK: The stop
+
+  /// Stops every thread of the target, runs `body` in a transaction, persists the new
+  /// state while still stopped, and resumes. Any failure rolls memory back first.
+  private func runStopped(
+    pid: Int32, state: TargetState, session: RegistryStore.Session,
+    _ body: @escaping (Transaction) throws -> (Plan, TargetState)
+  ) throws -> (Plan, TargetState, Duration) {
+    let timeout = callTimeout
+    return try tracer.run {
+      let target = try StoppedTarget.stop(pid: pid)
+      let transaction = Transaction(target: target, state: state, callTimeout: timeout)
+      do {
+        let (plan, next) = try body(transaction)
+        var registry = session.registry
+        registry.upsert(next)
+        try session.save(registry)
+        target.resume()
+        return (plan, next, target.stoppedFor)
+      } catch {
+        transaction.rollback()
+        target.resume()
+        throw error
+      }
+    }
+  }
+
+  // MARK: Checks before anything is touched
+
+  private func openLibrary(_ path: String) throws -> ElfFile {
+    guard FileManager.default.fileExists(atPath: path) else { throw PatchError.libraryMissing(path: path) }
+    let library: ElfFile
+    do {
+      library = try ElfFile(path: path)
+    } catch .cannotOpen(_, let reason) {
+      throw SymbolError.badLibrary(path: path, reason: "is \(reason)")
+    }
+    try library.checkLoadableLibrary()
+    return library
+  }
+
+  /// A function must hold the entry jump (after its endbr64, if any).
+  private func checkRoom(_ symbol: ResolvedSymbol, image: ProcessImage) throws {
+    let code = (try? readMemory(pid: image.pid, at: symbol.address, count: 4)) ?? []
+    let offset = X86.jumpSite(functionAt: symbol.address, code: code) - symbol.address
+    let needed = offset + UInt64(X86.nearJumpLength)
+    guard symbol.size >= needed else {
+      throw PatchError.tooShort(function: symbol.name, size: symbol.size, needed: needed)
+    }
+  }
+
+  /// Sizes of the functions a plan hooks afresh (re-enabling a patch whose hooks were
+  /// all removed), looked up again by name and address.
+  private func functionSizes(_ plan: Plan, pid: Int32) throws -> [UInt64: UInt64] {
+    var sizes: [UInt64: UInt64] = [:]
+    var image: ProcessImage?
+    for case .installHook(let site, _) in plan.effects {
+      if image == nil { image = try ProcessImage(pid: pid) }
+      let match = image!.candidates(site.name, in: site.object).first { $0.address == site.oldAddr }
+      sizes[site.oldAddr] = match?.size ?? 0
+    }
+    return sizes
+  }
+
+  private func readMemory(pid: Int32, at address: UInt64, count: Int) throws -> [UInt8] {
+    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(pid)/mem"))
+    defer { try? handle.close() }
+    try handle.seek(toOffset: address)
+    return Array(try handle.read(upToCount: count) ?? Data())
+  }
+
+  private func report(
+    _ plan: Plan, state: TargetState, patch: Patch, dryRun: Bool, stopped: Duration, notes: [String]
+  ) -> OperationReport {
+    OperationReport(
+      pid: state.id.pid, operation: plan.operation.verb, patch: patch.id, dryRun: dryRun,
+      policy: state.policy.rawValue,
+      functions: patch.functions.map {
+        .init(
+          function: $0.site.name, object: $0.site.object, oldAddr: hexAddress($0.site.oldAddr),
+          replacement: $0.replacement, address: hexAddress($0.replacementAddr))
+      }, plan: plan.steps, alsoDisabled: plan.alsoDisabled,
+      stoppedMicroseconds: stopped.microseconds, notes: notes)
+  }
+}

@@ -1,0 +1,44 @@
+import SwpatchProcess
+import SwpatchRegistry
+import SwpatchSymbols
+
+/// A stable machine-readable code for any error the engine throws (the `code` field of
+/// `--json` errors, documented in docs/cli.md).
+public func errorCode(_ error: any Error) -> String {
+  switch error {
+  case let e as RegistryError: return e.code
+  case is PatchFileError: return "bad_patch_file"
+  case is StoreError: return "state_dir"
+  case let e as ProcessError:
+    switch e {
+    case .noSuchProcess: return "no_such_process"
+    case .kernelThread: return "kernel_thread"
+    case .alreadyTraced: return "already_traced"
+    case .permissionDenied: return "permission_denied"
+    case .processExited: return "process_exited"
+    case .remoteCallTimedOut: return "remote_call_timeout"
+    case .remoteCallFaulted: return "remote_call_fault"
+    default: return "process_control"
+    }
+  case let e as SymbolError:
+    switch e {
+    case .processGone: return "no_such_process"
+    case .badLibrary, .cannotOpen: return "bad_library"
+    case .notFound, .notInLibrary: return "symbol_not_found"
+    case .objectNotLoaded: return "object_not_loaded"
+    case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
+    case .notAFunction: return "not_a_function"
+    }
+  case let e as PatchError:
+    switch e {
+    case .libraryMissing: return "bad_library"
+    case .tooShort: return "function_too_short"
+    case .noMemoryNearby, .mmapFailed: return "no_memory"
+    case .noLoader, .dlopenFailed: return "load_failed"
+    case .drift: return "drift"
+    case .notPatched: return "not_patched"
+    case .duplicateFunction: return "bad_patch_file"
+    }
+  default: return "error"
+  }
+}

@@ -1,0 +1,39 @@
+/// Why the patcher refused or abandoned an operation. The target is unchanged whenever
+/// one of these is thrown.
+public enum PatchError: Error, CustomStringConvertible, Sendable {
+  case libraryMissing(path: String)
+  case tooShort(function: String, size: UInt64, needed: UInt64)
+  case noMemoryNearby(address: UInt64)
+  case mmapFailed
+  case noLoader(function: String)
+  case dlopenFailed(path: String, reason: String)
+  case drift(oldAddr: UInt64, detail: String)
+  case notPatched(pid: Int32)
+  case duplicateFunction(name: String)
+
+  public var description: String {
+    switch self {
+    case .libraryMissing(let path):
+      return
+        "library \(path) does not exist; fix `library` in the patch file (relative paths start at the patch file's folder)"
+    case .tooShort(let function, let size, let needed):
+      return "function '\(function)' is \(size) bytes long; a jump needs \(needed) (patch a caller instead)"
+    case .noMemoryNearby(let address):
+      return
+        "no free memory within ±2 GiB of 0x\(String(address, radix: 16)) for a trampoline, and the function is too short for a 14-byte absolute jump"
+    case .mmapFailed:
+      return "mmap in the target failed; the target may be out of memory or address space"
+    case .noLoader(let function):
+      return "the target has no \(function) (is it statically linked?); swpatch needs glibc's dynamic loader"
+    case .dlopenFailed(let path, let reason):
+      return "the target could not load \(path): \(reason)"
+    case .drift(let oldAddr, let detail):
+      return
+        "memory at 0x\(String(oldAddr, radix: 16)) is not what the registry recorded (\(detail)); something else changed the target, run `swpatch status`"
+    case .notPatched(let pid):
+      return "pid \(pid) has no swpatch patches; see `swpatch status`"
+    case .duplicateFunction(let name):
+      return "the patch replaces '\(name)' twice; list each function once"
+    }
+  }
+}

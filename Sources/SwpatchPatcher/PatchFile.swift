@@ -1,0 +1,140 @@
+import Foundation
+
+/// A patch file as the operator wrote it (docs/patch-format.md), validated strictly:
+/// unknown keys, wrong types and empty lists are errors, so a typo never passes silently.
+public struct PatchFile: Sendable, Equatable {
+  /// One function to redirect: `old` in the target to `new` in the library.
+  public struct Function: Sendable, Equatable {
+    public var old: String
+    public var new: String
+    public var object: String?
+    public var sympos: Int?
+  }
+
+  public var id: String
+  /// Absolute path of the replacement library (relative paths are resolved against the
+  /// patch file's folder).
+  public var library: String
+  public var functions: [Function]
+  public var replace: Bool
+  public var requires: [String]
+  /// Path of the patch file itself, for messages.
+  public var source: String
+
+  /// Reads and validates `path`.
+  public static func load(path: String) throws(PatchFileError) -> PatchFile {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw PatchFileError(path: path, problem: "cannot be read (does it exist?)")
+    }
+    let folder = (URL(fileURLWithPath: path).standardizedFileURL.path as NSString)
+      .deletingLastPathComponent
+    return try parse(data, path: path, folder: folder)
+  }
+
+  /// Validates patch-file JSON; `folder` anchors a relative `library`.
+  public static func parse(_ data: Data, path: String, folder: String) throws(PatchFileError)
+    -> PatchFile
+  {
+    func fail(_ problem: String) -> PatchFileError { PatchFileError(path: path, problem: problem) }
+    guard let json = try? JSONDecoder().decode(JSONValue.self, from: data) else {
+      throw fail("is not valid JSON")
+    }
+    guard case .object(let top) = json else { throw fail("must be a JSON object") }
+    try checkKeys(top, allowed: ["id", "library", "functions", "replace", "requires"], at: "", fail)
+    let id = try string(top, "id", at: "", fail)
+    guard id.range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil else {
+      throw fail("'id' must be letters, digits, '.', '_' or '-' (got \"\(id)\")")
+    }
+    var library = try string(top, "library", at: "", fail)
+    if !library.hasPrefix("/") { library = (folder as NSString).appendingPathComponent(library) }
+    library = URL(fileURLWithPath: library).standardizedFileURL.path
+    guard let list = top["functions"] else { throw fail("is missing 'functions'") }
+    guard case .array(let items) = list else { throw fail("'functions' must be an array") }
+    guard !items.isEmpty else { throw fail("'functions' must not be empty") }
+    var functions: [Function] = []
+    for (i, item) in items.enumerated() {
+      let at = "functions[\(i)]."
+      guard case .object(let entry) = item else { throw fail("functions[\(i)] must be an object") }
+      try checkKeys(entry, allowed: ["old", "new", "object", "sympos"], at: at, fail)
+      var function = Function(
+        old: try string(entry, "old", at: at, fail), new: try string(entry, "new", at: at, fail))
+      if entry["object"] != nil { function.object = try string(entry, "object", at: at, fail) }
+      if let value = entry["sympos"] {
+        guard case .number(let number) = value, let pos = Int(exactly: number), pos >= 1 else {
+          throw fail("'\(at)sympos' must be an integer >= 1")
+        }
+        function.sympos = pos
+      }
+      functions.append(function)
+    }
+    var replace = false
+    if let value = top["replace"] {
+      guard case .bool(let flag) = value else { throw fail("'replace' must be true or false") }
+      replace = flag
+    }
+    var requires: [String] = []
+    if let value = top["requires"] {
+      guard case .array(let ids) = value else { throw fail("'requires' must be an array of patch ids") }
+      for entry in ids {
+        guard case .string(let id) = entry, !id.isEmpty else {
+          throw fail("'requires' must be an array of patch ids")
+        }
+        requires.append(id)
+      }
+      guard !requires.isEmpty else { throw fail("'requires' must not be empty (omit it instead)") }
+    }
+    return PatchFile(
+      id: id, library: library, functions: functions, replace: replace, requires: requires,
+      source: path)
+  }
+
+  private static func checkKeys(
+    _ object: [String: JSONValue], allowed: [String], at: String, _ fail: (String) -> PatchFileError
+  ) throws(PatchFileError) {
+    for key in object.keys.sorted() where !allowed.contains(key) {
+      throw fail("unknown key '\(at)\(key)' (allowed: \(allowed.joined(separator: ", ")))")
+    }
+  }
+
+  private static func string(
+    _ object: [String: JSONValue], _ key: String, at: String, _ fail: (String) -> PatchFileError
+  ) throws(PatchFileError) -> String {
+    guard let value = object[key] else { throw fail("is missing '\(at)\(key)'") }
+    guard case .string(let text) = value else { throw fail("'\(at)\(key)' must be a string") }
+    guard !text.isEmpty else { throw fail("'\(at)\(key)' must not be empty") }
+    return text
+  }
+
+}
+
+/// A patch file that cannot be used, and why.
+public struct PatchFileError: Error, CustomStringConvertible, Sendable {
+  public let path: String
+  public let problem: String
+  public var description: String {
+    "patch file \(path) \(problem); see docs/patch-format.md"
+  }
+}
+
+/// Any JSON value, decoded without loss of its type (a `true` never passes as `1`).
+enum JSONValue: Decodable, Equatable {
+  case null, bool(Bool), number(Double), string(String), array([JSONValue])
+  case object([String: JSONValue])
+
+  init(from decoder: Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    if container.decodeNil() {
+      self = .null
+    } else if let value = try? container.decode(Bool.self) {
+      self = .bool(value)
+    } else if let value = try? container.decode(Double.self) {
+      self = .number(value)
+    } else if let value = try? container.decode(String.self) {
+      self = .string(value)
+    } else if let value = try? container.decode([JSONValue].self) {
+      self = .array(value)
+    } else {
+      self = .object(try container.decode([String: JSONValue].self))
+    }
+  }
+}

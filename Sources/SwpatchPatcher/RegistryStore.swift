@@ -1,0 +1,119 @@
+import Foundation
+import Glibc
+import SwpatchProcess
+import SwpatchRegistry
+
+/// The registry on disk: `registry.json` in the state directory, replaced atomically
+/// (temporary file, fsync, rename) after every change and guarded by an exclusive
+/// `flock`, so two commands at once cannot lose each other's changes.
+public final class RegistryStore: @unchecked Sendable {
+  public let directory: String
+  public var registryPath: String { directory + "/registry.json" }
+
+  /// The state directory: `explicit`, else `SWPATCH_STATE_DIR`, else /var/lib/swpatch.
+  public static func defaultDirectory(explicit: String? = nil) -> String {
+    explicit ?? ProcessInfo.processInfo.environment["SWPATCH_STATE_DIR"] ?? "/var/lib/swpatch"
+  }
+
+  public init(directory: String) {
+    self.directory = directory
+  }
+
+  /// A locked view of the registry; `save` persists a new value.
+  public final class Session {
+    public private(set) var registry: RegistryState
+    /// Targets dropped on load because their process exited (pid + start time gone).
+    public let dropped: [TargetID]
+    fileprivate let store: RegistryStore
+
+    fileprivate init(registry: RegistryState, dropped: [TargetID], store: RegistryStore) {
+      self.registry = registry
+      self.dropped = dropped
+      self.store = store
+    }
+
+    public func save(_ registry: RegistryState) throws(StoreError) {
+      try store.write(registry)
+      self.registry = registry
+    }
+  }
+
+  /// Runs `body` holding the lock, with exited targets already dropped and persisted.
+  public func locked<T>(_ body: (Session) throws -> T) throws -> T {
+    try ensureDirectory()
+    let lockPath = directory + "/registry.lock"
+    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw StoreError.io(path: lockPath, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    while flock(fd, LOCK_EX) != 0 {
+      guard errno == EINTR else {
+        throw StoreError.io(path: lockPath, reason: String(cString: strerror(errno)))
+      }
+    }
+    var registry = try read()
+    var dropped: [TargetID] = []
+    for target in registry.targets
+    where !TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) {
+      _ = registry.remove(target.id)
+      dropped.append(target.id)
+    }
+    if !dropped.isEmpty { try write(registry) }
+    return try body(Session(registry: registry, dropped: dropped, store: self))
+  }
+
+  private func ensureDirectory() throws(StoreError) {
+    do {
+      try FileManager.default.createDirectory(
+        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    } catch {
+      throw .io(path: directory, reason: "cannot create the state directory (\(error.localizedDescription))")
+    }
+  }
+
+  private func read() throws(StoreError) -> RegistryState {
+    guard let data = FileManager.default.contents(atPath: registryPath) else { return RegistryState() }
+    do {
+      return try JSONDecoder().decode(RegistryState.self, from: data)
+    } catch {
+      throw .corrupt(path: registryPath, reason: "\(error)")
+    }
+  }
+
+  fileprivate func write(_ registry: RegistryState) throws(StoreError) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let data: Data
+    do { data = try encoder.encode(registry) } catch {
+      throw .io(path: registryPath, reason: "cannot encode: \(error)")
+    }
+    let temporary = registryPath + ".tmp"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw .io(path: temporary, reason: String(cString: strerror(errno))) }
+    let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    let synced = fsync(fd)
+    close(fd)
+    guard written == data.count, synced == 0, rename(temporary, registryPath) == 0 else {
+      throw .io(path: registryPath, reason: String(cString: strerror(errno)))
+    }
+    let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dir >= 0 {
+      fsync(dir)  // make the rename itself durable
+      close(dir)
+    }
+  }
+}
+
+/// The state directory could not be used.
+public enum StoreError: Error, CustomStringConvertible, Sendable {
+  case io(path: String, reason: String)
+  case corrupt(path: String, reason: String)
+
+  public var description: String {
+    switch self {
+    case .io(let path, let reason):
+      return "state directory problem at \(path): \(reason) (set SWPATCH_STATE_DIR to a writable folder)"
+    case .corrupt(let path, let reason):
+      return "registry \(path) is unreadable (\(reason)); move it aside to start afresh"
+    }
+  }
+}

@@ -1,0 +1,283 @@
+import Foundation
+import SwpatchProcess
+import SwpatchRegistry
+import SwpatchSymbols
+import SwpatchX86
+
+/// Everything one operation changes in a stopped target, with the undo log that puts
+/// it back: memory writes (restored newest first), trampoline pages mapped, a library
+/// loaded. Either `commit` is reached or `rollback` leaves the target as it was.
+final class Transaction {
+  let target: StoppedTarget
+  private var undo: [(address: UInt64, bytes: [UInt8])] = []
+  private var knownPages: [TrampolinePage]
+  private var usedSlots: Set<UInt64>
+  private(set) var newPages: [TrampolinePage] = []
+  private var loadedHandle: (handle: UInt64, dlclose: UInt64?)?
+  /// How long a remote call (dlopen) may run before it is abandoned.
+  let callTimeout: Duration
+
+  init(target: StoppedTarget, state: TargetState, callTimeout: Duration) {
+    self.target = target
+    self.knownPages = state.pages
+    self.usedSlots = Set(state.hooks.values.map(\.install.slotAddr))
+    self.callTimeout = callTimeout
+  }
+
+  // MARK: Memory with undo
+
+  /// Writes `bytes` after saving what was there, so `rollback` can restore it.
+  func write(_ bytes: [UInt8], at address: UInt64) throws {
+    let previous = try target.read(at: address, count: bytes.count)
+    undo.append((address, previous))
+    try target.write(bytes, at: address)
+  }
+
+  /// Undoes every write newest first, unmaps pages mapped by this transaction and
+  /// unloads a library it loaded. Best effort: each step is tried even if one fails.
+  func rollback() {
+    for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
+    undo = []
+    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let trap = trapAddress {
+      _ = try? target.call(
+        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, trap: trap, timeout: callTimeout)
+    }
+    loadedHandle = nil
+    for page in newPages {
+      _ = try? target.syscall(Syscall.munmap, [page.base, page.size])
+    }
+    newPages = []
+  }
+
+  // MARK: Trampoline pages and slots
+
+  /// The `int3` that remote calls return to: in any trampoline page of this target.
+  var trapAddress: UInt64? {
+    (knownPages + newPages).first.map { $0.base + TrampolinePageLayout.trapOffset }
+  }
+
+  /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
+  /// returns the address of its trap.
+  func ensureTrap(near address: UInt64) throws -> UInt64 {
+    if let trap = trapAddress { return trap }
+    _ = try mapPage(near: address)
+    return trapAddress!
+  }
+
+  /// A free slot reachable from `site` by `jmp rel32`, mapping a page near it if needed;
+  /// `near == false` when no memory within ±2 GiB could be had.
+  func allocateSlot(reachableFrom site: UInt64) throws -> (address: UInt64, near: Bool) {
+    func free(in page: TrampolinePage) -> UInt64? {
+      (0..<TrampolinePageLayout.slotCount).lazy
+        .map { TrampolinePageLayout.slotAddress(page: page.base, index: $0) }
+        .first { !self.usedSlots.contains($0) }
+    }
+    for page in knownPages + newPages {
+      if let slot = free(in: page), X86.nearJump(from: site, to: slot) != nil {
+        usedSlots.insert(slot)
+        return (slot, true)
+      }
+    }
+    if let page = try? mapPage(near: site), let slot = free(in: page) {
+      usedSlots.insert(slot)
+      return (slot, true)
+    }
+    let far = try mapPage(near: nil)
+    let slot = free(in: far)!
+    usedSlots.insert(slot)
+    return (slot, false)
+  }
+
+  /// Maps one executable page with a remote mmap, as close to `near` as the address
+  /// space allows (MAP_FIXED_NOREPLACE on the gaps of /proc/PID/maps), filled with int3.
+  private func mapPage(near: UInt64?) throws -> TrampolinePage {
+    let size = TrampolinePageLayout.size
+    var hints: [UInt64] = []
+    if let near {
+      let maps = try ProcessMaps.read(pid: target.pid)
+      let reach: UInt64 = (1 << 31) - 2 * size
+      let low = near > reach ? near - reach : 0
+      let high = near + reach
+      for gap in ProcessMaps.gaps(in: maps) where gap.upperBound - gap.lowerBound >= size {
+        let lo = max(gap.lowerBound, low)
+        let hi = min(gap.upperBound - size, high)
+        guard lo <= hi else { continue }
+        let wanted = near & ~(size - 1)
+        let hint = min(max(wanted, (lo + size - 1) & ~(size - 1)), hi & ~(size - 1))
+        if hint >= lo { hints.append(hint) }
+      }
+      hints.sort { distance($0, near) < distance($1, near) }
+      hints = Array(hints.prefix(8))
+      guard !hints.isEmpty else { throw PatchError.noMemoryNearby(address: near) }
+    } else {
+      hints = [0]
+    }
+    for hint in hints {
+      let flags = Syscall.mapPrivate | Syscall.mapAnonymous | (hint == 0 ? 0 : Syscall.mapFixedNoReplace)
+      let result = try target.syscall(
+        Syscall.mmap, [hint, size, Syscall.protRead | Syscall.protExec, flags, UInt64.max, 0])
+      guard result > 0 else { continue }
+      let base = UInt64(result)
+      if hint != 0 && base != hint {  // a kernel that ignored the hint
+        _ = try? target.syscall(Syscall.munmap, [base, size])
+        continue
+      }
+      let page = TrampolinePage(base: base, size: size)
+      newPages.append(page)
+      // A fresh mapping holds no data worth undoing: write without an undo entry.
+      try target.write(TrampolinePageLayout.freshBytes(), at: base)
+      return page
+    }
+    throw near.map { PatchError.noMemoryNearby(address: $0) } ?? PatchError.mmapFailed
+  }
+
+  private func distance(_ a: UInt64, _ b: UInt64) -> UInt64 { a > b ? a - b : b - a }
+
+  // MARK: Libraries
+
+  /// Loads `path` into the target with dlopen(path, RTLD_NOW) run on the main thread,
+  /// unless that very file is already mapped. Returns its load bias and handle.
+  func loadLibrary(
+    _ path: String, image: ProcessImage, near: UInt64
+  ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
+    let identity = try FileIdentity(path: path)
+    if let object = image.object(device: identity.device, inode: identity.inode) {
+      return (object.loadBias, 0, false)
+    }
+    let dlopen = try loaderFunction("dlopen", in: image)
+    let trap = try ensureTrap(near: near)
+    let rtldNow: UInt64 = 2
+    let handle = try target.call(
+      dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], trap: trap,
+      timeout: callTimeout)
+    guard handle != 0 else {
+      var reason = "unknown reason"
+      if let dlerror = try? loaderFunction("dlerror", in: image),
+        let text = try? target.call(
+          dlerror, name: "dlerror", args: { _ in [] }, trap: trap, timeout: callTimeout),
+        text != 0
+      {
+        reason = readCString(at: text)
+      }
+      throw PatchError.dlopenFailed(path: path, reason: reason)
+    }
+    loadedHandle = (handle, try? loaderFunction("dlclose", in: image))
+    let reloaded = try ProcessImage(pid: target.pid)
+    guard let object = reloaded.object(device: identity.device, inode: identity.inode) else {
+      throw PatchError.dlopenFailed(path: path, reason: "the library is not mapped after dlopen")
+    }
+    return (object.loadBias, handle, true)
+  }
+
+  /// dlopen and friends live in libc.so.6 since glibc 2.34 (libdl before that).
+  private func loaderFunction(_ name: String, in image: ProcessImage) throws -> UInt64 {
+    for object in ["libc.so.6", "libdl.so.2"] {
+      if let symbol = image.candidates(name, in: object).first { return symbol.address }
+    }
+    if let symbol = image.candidates(name).first { return symbol.address }
+    throw PatchError.noLoader(function: name)
+  }
+
+  private func readCString(at address: UInt64) -> String {
+    var bytes: [UInt8] = []
+    for chunk in 0..<8 {
+      guard let part = try? target.read(at: address + UInt64(chunk * 64), count: 64) else { break }
+      if let end = part.firstIndex(of: 0) {
+        bytes += part[..<end]
+        break
+      }
+      bytes += part
+    }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  // MARK: Plan effects
+
+  /// Carries out a registry plan, in order. Returns the install facts of new hooks.
+  func execute(_ plan: Plan, sizes: [UInt64: UInt64]) throws -> [UInt64: HookInstall] {
+    var installs: [UInt64: HookInstall] = [:]
+    for effect in plan.effects {
+      switch effect {
+      case .installHook(let site, let replacement):
+        installs[site.oldAddr] = try installHook(
+          site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0)
+      case .setSlot(let oldAddr, let cell, let from, let to):
+        let current = try target.read(at: cell, count: 8)
+        guard current == TrampolineSlot.cell(target: from) else {
+          throw PatchError.drift(oldAddr: oldAddr, detail: "slot cell does not hold the expected replacement")
+        }
+        // One aligned 8-byte store: the function switches versions with no window.
+        try write(TrampolineSlot.cell(target: to), at: cell)
+      case .removeHook(let oldAddr, let install):
+        let current = try target.read(at: install.entryAddr, count: install.jumpBytes.count)
+        guard current == install.jumpBytes else {
+          throw PatchError.drift(oldAddr: oldAddr, detail: "entry does not hold swpatch's jump")
+        }
+        try write(install.originalBytes, at: install.entryAddr)
+        try write(
+          TrampolinePageLayout.freshBytes().prefix(Int(TrampolineSlot.size)).map { $0 }, at: install.slotAddr)
+      }
+    }
+    return installs
+  }
+
+  /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
+  /// is complete before the jump exists, so no thread can ever reach a half-made slot.
+  private func installHook(
+    _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64
+  ) throws -> HookInstall {
+    let code = try target.read(at: site.oldAddr, count: 16)
+    let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
+    let offset = entry - site.oldAddr
+    guard size >= offset + UInt64(X86.nearJumpLength) else {
+      throw PatchError.tooShort(
+        function: site.name, size: size, needed: offset + UInt64(X86.nearJumpLength))
+    }
+    let room = size - offset
+    let slot = try allocateSlot(reachableFrom: entry)
+    let jump: [UInt8]
+    if slot.near, let near = X86.nearJump(from: entry, to: slot.address) {
+      jump = near
+    } else if room >= UInt64(X86.absoluteJumpLength) {
+      jump = X86.absoluteJump(to: slot.address)
+    } else {
+      throw PatchError.noMemoryNearby(address: site.oldAddr)
+    }
+    try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
+    let original = try target.read(at: entry, count: jump.count)
+    try write(jump, at: entry)
+    return HookInstall(
+      slotAddr: slot.address, cellAddr: slot.address + TrampolineSlot.cellOffset, entryAddr: entry,
+      originalBytes: original, jumpBytes: jump)
+  }
+}
+
+/// The x86-64 syscall numbers and flags used in the target.
+enum Syscall {
+  static let mmap = 9
+  static let munmap = 11
+  static let protRead: UInt64 = 1
+  static let protExec: UInt64 = 4
+  static let mapPrivate: UInt64 = 0x02
+  static let mapAnonymous: UInt64 = 0x20
+  static let mapFixedNoReplace: UInt64 = 0x10_0000
+}
+
+/// A file's device and inode, formatted as /proc/PID/maps shows them.
+struct FileIdentity {
+  let device: String
+  let inode: UInt64
+
+  init(path: String) throws {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+      throw PatchError.libraryMissing(path: path)
+    }
+    let dev = UInt64(info.st_dev)
+    // glibc's gnu_dev_major/minor, which are macros Swift cannot import.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
+    let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
+    device = String(format: "%02x:%02x", major, minor)
+    inode = UInt64(info.st_ino)
+  }
+}

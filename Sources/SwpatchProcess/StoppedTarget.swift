@@ -1,0 +1,326 @@
+import CSwpatchShim
+import Foundation
+import Glibc
+import SystemPackage
+
+/// A target process with every thread held in a ptrace stop.
+///
+/// Created and used only on the `TracerThread` (the kernel binds tracees to the thread
+/// that seized them). Nothing of the target runs between `stop` and `resume`, except a
+/// thread briefly borrowed for a remote syscall or call, which is restored exactly.
+public final class StoppedTarget {
+  public let pid: Int32
+  /// Thread ids held, in the order they were seized.
+  public private(set) var threads: [Int32] = []
+  /// Signals that arrived while a thread was held; passed on at resume, once each.
+  private var pendingSignals: [Int32: [Int32]] = [:]
+  /// Threads that were in a group stop (SIGSTOP, job control) when seized.
+  public private(set) var groupStopped: Set<Int32> = []
+  private let memory: FileDescriptor
+  private var syscallInstruction: UInt64?
+  private let firstStop: ContinuousClock.Instant
+  /// How long the target was held, set by `resume`.
+  public private(set) var stoppedFor: Duration = .zero
+
+  private init(pid: Int32, memory: FileDescriptor) {
+    self.pid = pid
+    self.memory = memory
+    self.firstStop = .now
+  }
+
+  /// Seizes and interrupts every thread of `pid`, re-scanning /proc/PID/task until no
+  /// thread appears that is not held (threads may be created while we stop the others).
+  public static func stop(pid: Int32) throws(ProcessError) -> StoppedTarget {
+    let process = try TargetProcess.inspect(pid)
+    try process.checkPatchable()
+    let memory: FileDescriptor
+    do {
+      memory = try FileDescriptor.open("/proc/\(pid)/mem", .readWrite)
+    } catch {
+      throw .permissionDenied(pid: pid, what: "open the memory of")
+    }
+    let target = StoppedTarget(pid: pid, memory: memory)
+    do {
+      try target.seizeAllThreads()
+    } catch {
+      target.resume()
+      throw error
+    }
+    return target
+  }
+
+  private func seizeAllThreads() throws(ProcessError) {
+    var held = Set<Int32>()
+    for _ in 0..<1000 {
+      let listed = TargetProcess.threadIDs(of: pid)
+      if listed.isEmpty { throw .processExited(pid: pid) }
+      let fresh = listed.filter { !held.contains($0) }
+      if fresh.isEmpty { return }
+      var seized: [Int32] = []
+      for tid in fresh {
+        do {
+          try Ptrace.call(.seize, tid, 0, UInt64(SWP_PTRACE_O_TRACESYSGOOD))
+          try Ptrace.call(.interrupt, tid)
+          seized.append(tid)
+        } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
+          continue  // the thread exited between the scan and the seize
+        } catch .ptrace(_, _, let errno) where errno == .notPermitted {
+          let now = try TargetProcess.inspect(pid)
+          if now.tracerPid != 0 && now.tracerPid != getpid() { try now.checkPatchable() }
+          throw .permissionDenied(pid: pid, what: "trace")
+        }
+      }
+      held.formUnion(seized)
+      threads.append(contentsOf: seized)
+      for tid in seized { try waitForInitialStop(tid) }
+    }
+    throw .unexpectedStop(tid: pid, detail: "threads kept appearing while stopping the target")
+  }
+
+  private func waitForInitialStop(_ tid: Int32) throws(ProcessError) {
+    guard let event = try WaitEvent.next(tid) else { return }
+    switch event {
+    case .gone:
+      threads.removeAll { $0 == tid }
+      if tid == pid { throw .processExited(pid: pid) }
+    case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
+      // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
+      if signal != SIGTRAP { groupStopped.insert(tid) }
+    case .signal(let signal):
+      // Stopped in signal-delivery-stop first: keep the signal for resume.
+      pendingSignals[tid, default: []].append(signal)
+    case .event, .syscallStop:
+      break
+    }
+  }
+
+  /// Lets every thread run again, passing on each signal that arrived while it was held,
+  /// and detaches. Safe to call twice.
+  public func resume() {
+    defer {
+      try? memory.close()
+    }
+    guard !threads.isEmpty else { return }
+    for tid in threads {
+      var signals = pendingSignals[tid] ?? []
+      let first = signals.isEmpty ? 0 : signals.removeFirst()
+      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
+      for signal in signals { _ = swp_tgkill(pid, tid, signal) }
+    }
+    threads = []
+    stoppedFor = ContinuousClock.now - firstStop
+  }
+
+  // MARK: Memory
+
+  /// Reads target memory through /proc/PID/mem.
+  public func read(at address: UInt64, count: Int) throws(ProcessError) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n: Int
+    do {
+      n = try bytes.withUnsafeMutableBytes { buffer in
+        try memory.read(fromAbsoluteOffset: Int64(bitPattern: address), into: buffer)
+      }
+    } catch let errno as Errno {
+      throw .memory(address: address, count: count, write: false, errno: errno)
+    } catch {
+      throw .memory(address: address, count: count, write: false, errno: nil)
+    }
+    guard n == count else { throw .memory(address: address, count: count, write: false, errno: nil) }
+    return bytes
+  }
+
+  /// Writes target memory through /proc/PID/mem, which (unlike process_vm_writev) may
+  /// write read-only text pages.
+  public func write(_ bytes: [UInt8], at address: UInt64) throws(ProcessError) {
+    let n: Int
+    do {
+      n = try bytes.withUnsafeBytes { buffer in
+        try memory.write(toAbsoluteOffset: Int64(bitPattern: address), buffer)
+      }
+    } catch let errno as Errno {
+      throw .memory(address: address, count: bytes.count, write: true, errno: errno)
+    } catch {
+      throw .memory(address: address, count: bytes.count, write: true, errno: nil)
+    }
+    guard n == bytes.count else {
+      throw .memory(address: address, count: bytes.count, write: true, errno: nil)
+    }
+  }
+
+  public func registers(of tid: Int32) throws(ProcessError) -> user_regs_struct {
+    try Ptrace.getRegisters(tid)
+  }
+
+  public func setRegisters(_ regs: user_regs_struct, of tid: Int32) throws(ProcessError) {
+    try Ptrace.setRegisters(tid, regs)
+  }
+
+  // MARK: Remote syscalls and calls
+
+  /// Runs one system call in thread `tid` of the target and returns its raw result
+  /// (negative errno on failure). Every register is restored afterwards.
+  ///
+  /// The thread is pointed at an existing `syscall` instruction and run with
+  /// PTRACE_SYSCALL to the syscall-exit stop, so no code is written and nothing after
+  /// the instruction ever runs.
+  public func syscall(
+    _ number: Int, _ args: [UInt64] = [], in tid: Int32? = nil
+  ) throws(ProcessError) -> Int64 {
+    let tid = tid ?? pid
+    let instruction = try findSyscallInstruction()
+    let saved = try Ptrace.getRegisters(tid)
+    var regs = saved
+    regs.rip = instruction
+    regs.rax = UInt64(number)
+    // orig_rax = -1: otherwise the kernel's restart logic rewinds rip by 2 when the
+    // thread was interrupted inside a restartable syscall.
+    regs.orig_rax = UInt64.max
+    let a = args + [UInt64](repeating: 0, count: max(0, 6 - args.count))
+    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
+    try Ptrace.setRegisters(tid, regs)
+    defer { try? Ptrace.setRegisters(tid, saved) }
+    for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
+      try Ptrace.call(.syscall, tid)
+      try waitForSyscallStop(tid)
+    }
+    let result = try Ptrace.getRegisters(tid)
+    try Ptrace.setRegisters(tid, saved)
+    return Int64(bitPattern: result.rax)
+  }
+
+  private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
+    while true {
+      guard let event = try WaitEvent.next(tid) else { continue }
+      switch event {
+      case .syscallStop:
+        return
+      case .gone:
+        throw .processExited(pid: pid)
+      case .signal(let signal):
+        pendingSignals[tid, default: []].append(signal)
+        try Ptrace.call(.syscall, tid)
+      case .event:
+        try Ptrace.call(.syscall, tid)
+      }
+    }
+  }
+
+  /// Calls `function(args...)` in thread `tid` and returns its `rax`.
+  ///
+  /// `data` is copied onto the thread's stack below the red zone; `dataAddress` in the
+  /// body's result says where. The call returns to `trap`, an `int3` the caller owns.
+  /// If it does not come back within `timeout` the thread is interrupted and restored.
+  public func call(
+    _ function: UInt64, name: String, args: (UInt64) -> [UInt64], data: [UInt8] = [],
+    trap: UInt64, timeout: Duration, in tid: Int32? = nil
+  ) throws(ProcessError) -> UInt64 {
+    let tid = tid ?? pid
+    let saved = try Ptrace.getRegisters(tid)
+    let savedExtended = try Ptrace.getExtendedState(tid)
+    func restore() {
+      try? Ptrace.setRegisters(tid, saved)
+      try? Ptrace.setExtendedState(tid, savedExtended)
+    }
+    var sp = (saved.rsp &- 128 &- UInt64(data.count)) & ~15  // skip the red zone
+    let dataAddress = sp
+    if !data.isEmpty { try write(data, at: dataAddress) }
+    sp -= 8  // at entry rsp+8 must be 16-byte aligned, as after a `call`
+    try write(withUnsafeBytes(of: trap.littleEndian, Array.init), at: sp)
+    var regs = saved
+    regs.rsp = sp
+    regs.rip = function
+    regs.rax = 0
+    regs.orig_rax = UInt64.max
+    let a = args(dataAddress) + [UInt64](repeating: 0, count: 6)
+    (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
+    try Ptrace.setRegisters(tid, regs)
+    do {
+      try Ptrace.call(.cont, tid)
+      let result = try waitForTrap(tid, trap: trap, name: name, timeout: timeout)
+      restore()
+      return result
+    } catch {
+      restore()
+      throw error
+    }
+  }
+
+  private func waitForTrap(
+    _ tid: Int32, trap: UInt64, name: String, timeout: Duration
+  ) throws(ProcessError) -> UInt64 {
+    let deadline = ContinuousClock.now + timeout
+    var spins = 0
+    while true {
+      guard let event = try WaitEvent.next(tid, noHang: true) else {
+        if ContinuousClock.now > deadline {
+          try interruptAndWait(tid)
+          throw .remoteCallTimedOut(function: name, tid: tid, seconds: timeout.seconds)
+        }
+        spins += 1
+        if spins < 200 { sched_yield() } else { usleep(100) }
+        continue
+      }
+      switch event {
+      case .gone:
+        throw .processExited(pid: pid)
+      case .signal(let signal) where signal == SIGTRAP:
+        let regs = try Ptrace.getRegisters(tid)
+        if regs.rip == trap + 1 { return regs.rax }
+        throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
+      case .signal(let signal) where [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
+        let regs = try Ptrace.getRegisters(tid)
+        throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
+      case .signal(let signal):
+        pendingSignals[tid, default: []].append(signal)
+        try Ptrace.call(.cont, tid)
+      case .event, .syscallStop:
+        try Ptrace.call(.cont, tid)
+      }
+    }
+  }
+
+  private func interruptAndWait(_ tid: Int32) throws(ProcessError) {
+    try Ptrace.call(.interrupt, tid)
+    while true {
+      guard let event = try WaitEvent.next(tid) else { continue }
+      switch event {
+      case .gone: throw .processExited(pid: pid)
+      case .signal(let signal): pendingSignals[tid, default: []].append(signal)
+      case .event, .syscallStop: return
+      }
+      return
+    }
+  }
+
+  /// Any `syscall` instruction (0f 05) in an executable mapping; the vdso and libc
+  /// always have one.
+  private func findSyscallInstruction() throws(ProcessError) -> UInt64 {
+    if let found = syscallInstruction { return found }
+    let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
+    for line in maps.split(separator: "\n") {
+      let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+      guard fields.count >= 2, fields[1].contains("x") else { continue }
+      let range = fields[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
+      guard range.count == 2 else { continue }
+      let count = Int(min(range[1] - range[0], 1 << 20))
+      guard let bytes = try? read(at: range[0], count: count) else { continue }
+      for i in 0..<(bytes.count - 1) where bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
+        syscallInstruction = range[0] + UInt64(i)
+        return range[0] + UInt64(i)
+      }
+    }
+    throw .noSyscallInstruction(pid: pid)
+  }
+}
+
+extension Duration {
+  /// The duration in seconds, for messages.
+  public var seconds: Double {
+    Double(components.seconds) + Double(components.attoseconds) / 1e18
+  }
+  /// The duration in whole microseconds, for reports.
+  public var microseconds: Int64 {
+    components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
+  }
+}

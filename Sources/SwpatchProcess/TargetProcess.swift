@@ -1,0 +1,66 @@
+import Foundation
+import SystemPackage
+
+/// What /proc says about a process before anyone touches it.
+public struct TargetProcess: Sendable, Equatable {
+  public let pid: Int32
+  /// Field 22 of /proc/PID/stat: with the pid, identifies the process across pid reuse.
+  public let startTime: UInt64
+  public let executable: String
+  public let tracerPid: Int32
+  public let uids: [UInt32]
+  public let isKernelThread: Bool
+
+  /// Reads /proc/PID/stat and /proc/PID/status; fails with a clear error when the pid
+  /// does not exist or is a kernel thread.
+  public static func inspect(_ pid: Int32) throws(ProcessError) -> TargetProcess {
+    guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    else { throw .noSuchProcess(pid: pid) }
+    // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    guard let close = stat.lastIndex(of: ")") else { throw .noSuchProcess(pid: pid) }
+    let rest = stat[stat.index(after: close)...].split(separator: " ")
+    // rest[0] is field 3 (state); field N is rest[N - 3].
+    guard rest.count > 19, let flags = UInt64(rest[9 - 3]), let start = UInt64(rest[22 - 3])
+    else { throw .noSuchProcess(pid: pid) }
+    let pfKthread: UInt64 = 0x0020_0000
+    let kernel = flags & pfKthread != 0
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    var tracer: Int32 = 0
+    var uids: [UInt32] = []
+    for line in status.split(separator: "\n") {
+      if line.hasPrefix("TracerPid:") {
+        tracer = Int32(line.dropFirst(10).trimmingCharacters(in: .whitespaces)) ?? 0
+      } else if line.hasPrefix("Uid:") {
+        uids = line.dropFirst(4).split(whereSeparator: { $0 == "\t" || $0 == " " })
+          .compactMap { UInt32($0) }
+      }
+    }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
+    return TargetProcess(
+      pid: pid, startTime: start, executable: exe, tracerPid: tracer, uids: uids,
+      isKernelThread: kernel)
+  }
+
+  /// Refuses targets that cannot be patched, before anything is attached.
+  public func checkPatchable() throws(ProcessError) {
+    if isKernelThread { throw .kernelThread(pid: pid) }
+    if tracerPid != 0 {
+      let name =
+        (try? String(contentsOfFile: "/proc/\(tracerPid)/comm", encoding: .utf8))?
+        .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+      throw .alreadyTraced(pid: pid, tracer: tracerPid, tracerName: name)
+    }
+  }
+
+  /// The thread ids listed in /proc/PID/task right now.
+  public static func threadIDs(of pid: Int32) -> [Int32] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return names.compactMap { Int32($0) }.sorted()
+  }
+
+  /// True while a process with this pid and start time exists.
+  public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
+    guard let current = try? inspect(pid) else { return false }
+    return current.startTime == startTime
+  }
+}

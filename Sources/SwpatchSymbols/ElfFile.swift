@@ -1,0 +1,191 @@
+import CElfDw
+import Foundation
+import Glibc
+
+/// How a symbol is bound (`STB_*`).
+public enum SymbolBinding: String, Sendable, Codable {
+  case local, global, weak, other
+  init(info: UInt8) {
+    switch info >> 4 {  // GELF_ST_BIND is a macro Swift cannot import
+    case 0: self = .local
+    case 1: self = .global
+    case 2: self = .weak
+    default: self = .other
+    }
+  }
+}
+
+/// What a symbol names (`STT_*`), as far as patching cares.
+public enum SymbolKind: String, Sendable, Codable {
+  case function, ifunc, object, other
+  init(info: UInt8) {
+    switch info & 0xf {  // GELF_ST_TYPE
+    case 2: self = .function
+    case 10: self = .ifunc
+    case 1: self = .object
+    default: self = .other
+    }
+  }
+  public var isCode: Bool { self == .function || self == .ifunc }
+}
+
+/// One defined symbol of an ELF file, with its link-time value.
+public struct ElfSymbol: Sendable, Equatable {
+  public let name: String
+  public let value: UInt64
+  public let size: UInt64
+  public let binding: SymbolBinding
+  public let kind: SymbolKind
+  /// A non-default symbol version (`foo@OLD`), which the dynamic linker does not bind to.
+  public let hiddenVersion: Bool
+}
+
+/// An ELF file opened with libelf, with its symbols indexed by name.
+///
+/// `.symtab` is preferred; a stripped object falls back to `.dynsym`. Each name maps to
+/// its definitions in table order, so `sympos` (1-based) picks among same-name locals.
+public final class ElfFile: @unchecked Sendable {
+  public let path: String
+  public let type: UInt16
+  public let machine: UInt16
+  /// The GNU build id as lowercase hex, when the file has one.
+  public private(set) var buildID: String?
+  /// PT_LOAD segments as (file offset, virtual address), for computing the load bias.
+  public private(set) var loadSegments: [(offset: UInt64, vaddr: UInt64)] = []
+  public private(set) var usesDynsymOnly = false
+  private var byName: [String: [ElfSymbol]] = [:]
+
+  public static let x86_64: UInt16 = 62
+  public static let sharedObject: UInt16 = 3
+
+  /// Opens and indexes `path`; fails when it is not a 64-bit ELF file.
+  public init(path: String) throws(SymbolError) {
+    self.path = path
+    _ = elf_version(UInt32(EV_CURRENT))
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+      throw .cannotOpen(path: path, reason: String(cString: strerror(errno)))
+    }
+    defer { close(fd) }
+    guard let elf = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
+      throw .cannotOpen(path: path, reason: "not an ELF file")
+    }
+    defer { elf_end(elf) }
+    var ehdr = GElf_Ehdr()
+    guard elf_kind(elf) == ELF_K_ELF, gelf_getclass(elf) == ELFCLASS64,
+      gelf_getehdr(elf, &ehdr) != nil
+    else { throw .cannotOpen(path: path, reason: "not a 64-bit ELF file") }
+    type = ehdr.e_type
+    machine = ehdr.e_machine
+    readProgramHeaders(elf)
+    readSections(elf)
+  }
+
+  /// Every definition named `name` that is code or data (not undefined references).
+  public func symbols(named name: String) -> [ElfSymbol] { byName[name] ?? [] }
+
+  /// All symbol names, for callers that look for compiler clones (`foo.isra.0`).
+  public var names: Dictionary<String, [ElfSymbol]>.Keys { byName.keys }
+
+  /// Refuses anything that is not an x86-64 shared object, before it reaches a target.
+  public func checkLoadableLibrary() throws(SymbolError) {
+    guard machine == Self.x86_64 else {
+      throw .badLibrary(path: path, reason: "is not built for x86-64 (e_machine \(machine))")
+    }
+    guard type == Self.sharedObject else {
+      throw .badLibrary(path: path, reason: "is not a shared object (e_type \(type))")
+    }
+  }
+
+  /// The load bias for a mapping of this file at `start` with file `offset`.
+  public func loadBias(mappedAt start: UInt64, offset: UInt64) -> UInt64 {
+    let page: UInt64 = 0xfff
+    // The segment whose first page is this mapping's first page: vaddr and file offset
+    // are congruent modulo the page size, so the page-aligned pair gives the bias.
+    let segment = loadSegments.first { $0.offset & ~page == offset } ?? loadSegments.first ?? (0, 0)
+    return start &- ((segment.vaddr & ~page) &+ (offset &- (segment.offset & ~page)))
+  }
+
+  private func readProgramHeaders(_ elf: OpaquePointer) {
+    var count = 0
+    guard elf_getphdrnum(elf, &count) == 0 else { return }
+    for i in 0..<count {
+      var phdr = GElf_Phdr()
+      guard gelf_getphdr(elf, Int32(i), &phdr) != nil, phdr.p_type == PT_LOAD else { continue }
+      loadSegments.append((phdr.p_offset, phdr.p_vaddr))
+    }
+  }
+
+  private func readSections(_ elf: OpaquePointer) {
+    var symtab: OpaquePointer?
+    var dynsym: OpaquePointer?
+    var versym: OpaquePointer?
+    var scn = elf_nextscn(elf, nil)
+    while let section = scn {
+      var shdr = GElf_Shdr()
+      if gelf_getshdr(section, &shdr) != nil {
+        switch shdr.sh_type {
+        case UInt32(SHT_SYMTAB): symtab = section
+        case UInt32(SHT_DYNSYM): dynsym = section
+        case UInt32(SHT_GNU_versym): versym = section
+        case UInt32(SHT_NOTE): if buildID == nil { buildID = Self.buildID(in: section) }
+        default: break
+        }
+      }
+      scn = elf_nextscn(elf, section)
+    }
+    if let symtab {
+      index(elf, symtab, versions: nil)
+    } else if let dynsym {
+      usesDynsymOnly = true
+      index(elf, dynsym, versions: versym)
+    }
+  }
+
+  private func index(_ elf: OpaquePointer, _ section: OpaquePointer, versions: OpaquePointer?) {
+    var shdr = GElf_Shdr()
+    guard gelf_getshdr(section, &shdr) != nil, let data = elf_getdata(section, nil),
+      shdr.sh_entsize > 0
+    else { return }
+    let versionData = versions.flatMap { elf_getdata($0, nil) }
+    let count = Int(shdr.sh_size / shdr.sh_entsize)
+    byName.reserveCapacity(count)
+    for i in 1..<max(count, 1) {
+      var sym = GElf_Sym()
+      guard gelf_getsym(data, Int32(i), &sym) != nil, sym.st_shndx != 0,  // SHN_UNDEF
+        sym.st_name != 0, let cName = elf_strptr(elf, Int(shdr.sh_link), Int(sym.st_name))
+      else { continue }
+      let kind = SymbolKind(info: sym.st_info)
+      guard kind != .other else { continue }
+      var hidden = false
+      if let versionData, let buf = versionData.pointee.d_buf,
+        versionData.pointee.d_size >= (i + 1) * 2
+      {
+        hidden = buf.load(fromByteOffset: i * 2, as: UInt16.self) & 0x8000 != 0
+      }
+      let symbol = ElfSymbol(
+        name: String(cString: cName), value: sym.st_value, size: sym.st_size,
+        binding: SymbolBinding(info: sym.st_info), kind: kind, hiddenVersion: hidden)
+      byName[symbol.name, default: []].append(symbol)
+    }
+  }
+
+  /// Reads NT_GNU_BUILD_ID from a note section.
+  private static func buildID(in section: OpaquePointer) -> String? {
+    guard let data = elf_getdata(section, nil) else { return nil }
+    var offset = 0
+    while true {
+      var note = GElf_Nhdr()
+      var nameOffset = 0
+      var descOffset = 0
+      let next = gelf_getnote(data, offset, &note, &nameOffset, &descOffset)
+      if next == 0 { return nil }
+      if note.n_type == 3, note.n_namesz == 4, let base = data.pointee.d_buf {  // "GNU\0"
+        let desc = UnsafeRawBufferPointer(
+          start: base + descOffset, count: Int(note.n_descsz))
+        return desc.map { String(format: "%02x", $0) }.joined()
+      }
+      offset = next
+    }
+  }
+}

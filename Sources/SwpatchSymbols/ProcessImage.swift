@@ -1,0 +1,162 @@
+import Foundation
+
+/// One ELF object mapped into a process: the main executable or a shared object.
+public struct LoadedObject: Sendable {
+  /// The path the kernel shows in maps (may end in " (deleted)").
+  public let path: String
+  /// The basename the patch file's `object` key names (`app`, `libc.so.6`).
+  public let name: String
+  /// A path that opens the very file that is mapped, even if it was deleted or
+  /// replaced on disk since: /proc/PID/map_files/..., else /proc/PID/root/PATH.
+  public let openPath: String
+  public let mappings: [MapEntry]
+  public let loadBias: UInt64
+  public let isMainExecutable: Bool
+  public let buildID: String?
+
+  public var inode: UInt64 { mappings.first?.inode ?? 0 }
+  public var device: String { mappings.first?.device ?? "" }
+  public var range: Range<UInt64> {
+    (mappings.map(\.start).min() ?? 0)..<(mappings.map(\.end).max() ?? 0)
+  }
+}
+
+/// A symbol resolved to its runtime address in a process.
+public struct ResolvedSymbol: Sendable, Equatable {
+  public let name: String
+  public let object: String
+  public let objectPath: String
+  public let address: UInt64
+  public let size: UInt64
+  public let binding: SymbolBinding
+  public let kind: SymbolKind
+  /// 1-based position among the object's definitions of this name.
+  public let sympos: Int
+  public let buildID: String?
+}
+
+/// The ELF objects of one process and their symbols (the libdwfl idea of a process as a
+/// set of modules, each with a load bias).
+public final class ProcessImage: @unchecked Sendable {
+  public let pid: Int32
+  public let objects: [LoadedObject]
+  private var files: [String: ElfFile]
+
+  /// Reads /proc/PID/maps and opens every file-backed object once.
+  public init(pid: Int32) throws(SymbolError) {
+    self.pid = pid
+    let maps = try ProcessMaps.read(pid: pid)
+    var exeInode: UInt64 = 0
+    var info = stat()
+    if stat("/proc/\(pid)/exe", &info) == 0 { exeInode = UInt64(info.st_ino) }
+    var order: [String] = []
+    var groups: [String: [MapEntry]] = [:]
+    for entry in maps where entry.isFileBacked {
+      let key = "\(entry.device):\(entry.inode)"
+      if groups[key] == nil { order.append(key) }
+      groups[key, default: []].append(entry)
+    }
+    var objects: [LoadedObject] = []
+    var files: [String: ElfFile] = [:]
+    for key in order {
+      let mappings = groups[key]!
+      guard let first = mappings.min(by: { $0.start < $1.start }) else { continue }
+      let mapFiles = "/proc/\(pid)/map_files/\(first.mapFilesName)"
+      let cleanPath =
+        first.path.hasSuffix(" (deleted)") ? String(first.path.dropLast(10)) : first.path
+      let openPath = access(mapFiles, R_OK) == 0 ? mapFiles : "/proc/\(pid)/root\(cleanPath)"
+      // Not every mapped file is ELF (locale archives, fonts): skip what libelf rejects.
+      guard let elf = try? ElfFile(path: openPath) else { continue }
+      files[openPath] = elf
+      objects.append(
+        LoadedObject(
+          path: first.path, name: (cleanPath as NSString).lastPathComponent, openPath: openPath,
+          mappings: mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
+          isMainExecutable: first.inode == exeInode, buildID: elf.buildID))
+    }
+    // The main executable is searched first, then shared objects in load order.
+    self.objects = objects.filter(\.isMainExecutable) + objects.filter { !$0.isMainExecutable }
+    self.files = files
+  }
+
+  public func elf(of object: LoadedObject) -> ElfFile? { files[object.openPath] }
+
+  /// The object that maps `address`, if any.
+  public func object(containing address: UInt64) -> LoadedObject? {
+    objects.first { object in object.mappings.contains { $0.start <= address && address < $0.end } }
+  }
+
+  /// The loaded object whose file is `device:inode` (how a just-loaded library is found).
+  public func object(device: String, inode: UInt64) -> LoadedObject? {
+    objects.first { $0.device == device && $0.inode == inode }
+  }
+
+  /// Every code definition of `name`, per object, with runtime addresses.
+  public func candidates(_ name: String, in objectName: String? = nil) -> [ResolvedSymbol] {
+    objects.filter { objectName == nil || $0.name == objectName }.flatMap { object in
+      Self.codeDefinitions(name, in: elf(of: object)).enumerated().map { index, symbol in
+        ResolvedSymbol(
+          name: name, object: object.name, objectPath: object.path,
+          address: object.loadBias &+ symbol.value, size: symbol.size, binding: symbol.binding,
+          kind: symbol.kind, sympos: index + 1, buildID: object.buildID)
+      }
+    }
+  }
+
+  /// Resolves the function `name`, as the patch file's `old`, `object` and `sympos`
+  /// describe it. Ambiguity is an error that lists the candidates, never a guess.
+  public func resolve(
+    _ name: String, in objectName: String? = nil, sympos: Int? = nil
+  ) throws(SymbolError) -> ResolvedSymbol {
+    if let objectName, !objects.contains(where: { $0.name == objectName }) {
+      throw .objectNotLoaded(object: objectName, loaded: objects.map(\.name))
+    }
+    let found = candidates(name, in: objectName)
+    if found.isEmpty {
+      for object in objects where objectName == nil || object.name == objectName {
+        if let other = elf(of: object)?.symbols(named: name).first {
+          throw .notAFunction(name: name, object: object.name, kind: "\(other.kind.rawValue)")
+        }
+      }
+      throw .notFound(name: name, searched: objects.map(\.name))
+    }
+    let objectsFound = Set(found.map(\.objectPath))
+    if objectsFound.count > 1 {
+      var names: [String] = []
+      for symbol in found where !names.contains(symbol.object) { names.append(symbol.object) }
+      throw .ambiguousAcrossObjects(name: name, objects: names)
+    }
+    if let sympos {
+      guard sympos >= 1 && sympos <= found.count else {
+        throw .symposOutOfRange(name: name, sympos: sympos, count: found.count)
+      }
+      return found[sympos - 1]
+    }
+    guard found.count == 1 else { throw .ambiguous(name: name, candidates: found) }
+    return found[0]
+  }
+
+  /// Defined code symbols of one name, same-address aliases and non-default symbol
+  /// versions (`dlopen@GLIBC_2.2.5` beside `dlopen@@GLIBC_2.34`) folded away.
+  static func codeDefinitions(_ name: String, in elf: ElfFile?) -> [ElfSymbol] {
+    let code = (elf?.symbols(named: name) ?? []).filter(\.kind.isCode)
+    let preferred = code.contains { !$0.hiddenVersion } ? code.filter { !$0.hiddenVersion } : code
+    var seen = Set<UInt64>()
+    return preferred.filter { seen.insert($0.value).inserted }
+  }
+
+  /// Looks `name` up in a patch library file that is not (yet) loaded: the link-time
+  /// value, to which the load bias is added once the target has loaded it.
+  public static func librarySymbol(_ name: String, in library: ElfFile) throws(SymbolError)
+    -> ElfSymbol
+  {
+    let found = codeDefinitions(name, in: library)
+    guard let symbol = found.first(where: { $0.binding != .local }) ?? found.first else {
+      if let other = library.symbols(named: name).first {
+        throw .notAFunction(name: name, object: library.path, kind: other.kind.rawValue)
+      }
+      throw .notInLibrary(name: name, library: library.path)
+    }
+    return symbol
+  }
+}

@@ -1,0 +1,46 @@
+/// Why a function could not be found, or an object could not be used.
+public enum SymbolError: Error, CustomStringConvertible, Sendable {
+  case processGone(pid: Int32)
+  case cannotOpen(path: String, reason: String)
+  case badLibrary(path: String, reason: String)
+  case notFound(name: String, searched: [String])
+  case notInLibrary(name: String, library: String)
+  case objectNotLoaded(object: String, loaded: [String])
+  case ambiguousAcrossObjects(name: String, objects: [String])
+  case ambiguous(name: String, candidates: [ResolvedSymbol])
+  case symposOutOfRange(name: String, sympos: Int, count: Int)
+  case notAFunction(name: String, object: String, kind: String)
+
+  public var description: String {
+    switch self {
+    case .processGone(let pid):
+      return "no process with pid \(pid) (check the pid with `ps -p \(pid)`)"
+    case .cannotOpen(let path, let reason):
+      return "cannot open \(path): \(reason)"
+    case .badLibrary(let path, let reason):
+      return "library \(path) \(reason); build the patch library with `gcc -shared -fPIC` for x86-64"
+    case .notFound(let name, let searched):
+      let list = searched.prefix(6).joined(separator: ", ") + (searched.count > 6 ? ", ..." : "")
+      return "function '\(name)' not found in the target (searched \(list)); check the name with `nm`"
+    case .notInLibrary(let name, let library):
+      return
+        "function '\(name)' is not defined in the patch library \(library); check `new` against `nm -D \(library)`"
+    case .objectNotLoaded(let object, let loaded):
+      let list = loaded.prefix(8).joined(separator: ", ")
+      return
+        "object '\(object)' is not loaded in the target (loaded: \(list)); fix `object` in the patch file"
+    case .ambiguousAcrossObjects(let name, let objects):
+      return
+        "function '\(name)' is defined in several objects (\(objects.joined(separator: ", "))); set `object` in the patch file to one of them"
+    case .ambiguous(let name, let candidates):
+      let list = candidates.map {
+        "sympos \($0.sympos) at 0x\(String($0.address, radix: 16)) in \($0.object)"
+      }.joined(separator: ", ")
+      return "function '\(name)' is ambiguous (\(list)); set `sympos` in the patch file to pick one"
+    case .symposOutOfRange(let name, let sympos, let count):
+      return "sympos \(sympos) for '\(name)' is out of range: there are \(count) symbols of that name"
+    case .notAFunction(let name, let object, let kind):
+      return "'\(name)' in \(object) is \(kind), not a function; only functions can be patched"
+    }
+  }
+}
