@@ -36,6 +36,11 @@ $(FIXOUT)/loop-cet: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=full -o $@ $^
 $(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# A second tracer, and an object file that is not a shared object (bad-input tests).
+$(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
+$(FIXOUT)/libfix.o: $(FIX)/libfix.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fPIC -c -o $@ $<
 
 # Patch libraries: each replacement returns a value that names its version.
 $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
@@ -44,7 +49,7 @@ $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
-FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads \
+FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

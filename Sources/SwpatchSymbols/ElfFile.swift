@@ -72,7 +72,8 @@ public final class ElfFile: @unchecked Sendable {
     }
     defer { elf_end(elf) }
     var ehdr = GElf_Ehdr()
-    guard elf_kind(elf) == ELF_K_ELF, gelf_getclass(elf) == ELFCLASS64,
+    guard elf_kind(elf) == ELF_K_ELF else { throw .cannotOpen(path: path, reason: "not an ELF file") }
+    guard gelf_getclass(elf) == ELFCLASS64,
       gelf_getehdr(elf, &ehdr) != nil
     else { throw .cannotOpen(path: path, reason: "not a 64-bit ELF file") }
     type = ehdr.e_type

@@ -1,0 +1,251 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Paths of the built fixtures and the swpatch binary under test.
+enum Paths {
+  static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent().path
+  static let fixtures = root + "/Fixtures/build"
+  /// The swpatch executable built next to the test bundle.
+  static var swpatch: String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+    return dir.appendingPathComponent("swpatch").path
+  }
+  static func fixture(_ name: String) -> String { fixtures + "/" + name }
+}
+
+/// A line buffer filled from a pipe by a background thread.
+final class LineBuffer: @unchecked Sendable {
+  private let lock = NSCondition()
+  private var lines: [String] = []
+  private var closed = false
+
+  func append(_ line: String) {
+    lock.lock()
+    lines.append(line)
+    lock.broadcast()
+    lock.unlock()
+  }
+
+  func close() {
+    lock.lock()
+    closed = true
+    lock.broadcast()
+    lock.unlock()
+  }
+
+  var all: [String] {
+    lock.lock()
+    defer { lock.unlock() }
+    return lines
+  }
+
+  var count: Int { all.count }
+
+  /// Waits for a line after index `from` satisfying `match`; nil on timeout or EOF.
+  func wait(from: Int = 0, timeout: Double = 10, _ match: (String) -> Bool) -> (Int, String)? {
+    let deadline = Date().addingTimeInterval(timeout)
+    lock.lock()
+    defer { lock.unlock() }
+    var i = from
+    while true {
+      while i < lines.count {
+        if match(lines[i]) { return (i, lines[i]) }
+        i += 1
+      }
+      if closed || Date() > deadline { return nil }
+      _ = lock.wait(until: min(deadline, Date().addingTimeInterval(0.05)))
+    }
+  }
+}
+
+/// Spawns a program with an empty signal mask and default dispositions (children of
+/// `swift test` otherwise inherit a blocked mask and ignore SIGTERM), capturing stdout.
+func spawn(_ path: String, _ args: [String], env: [String: String] = [:]) throws -> (pid_t, Int32) {
+  var fds: [Int32] = [0, 0]
+  guard pipe(&fds) == 0 else { throw POSIXError(.EIO) }
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+  posix_spawn_file_actions_addclose(&actions, fds[0])
+  var attr = posix_spawnattr_t()
+  posix_spawnattr_init(&attr)
+  defer { posix_spawnattr_destroy(&attr) }
+  var empty = sigset_t()
+  sigemptyset(&empty)
+  var all = sigset_t()
+  sigfillset(&all)
+  posix_spawnattr_setsigmask(&attr, &empty)
+  posix_spawnattr_setsigdefault(&attr, &all)
+  posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+  let argv = ([path] + args).map { strdup($0) } + [nil]
+  defer { argv.forEach { free($0) } }
+  var environment = ProcessInfo.processInfo.environment
+  environment.merge(env) { $1 }
+  let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
+  defer { envp.forEach { free($0) } }
+  var pid: pid_t = 0
+  let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
+  Glibc.close(fds[1])
+  guard rc == 0 else {
+    Glibc.close(fds[0])
+    throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO)
+  }
+  return (pid, fds[0])
+}
+
+/// Reads `fd` line by line into `buffer` on a thread of its own until EOF.
+func pump(_ fd: Int32, into buffer: LineBuffer) {
+  let thread = Thread {
+    var pending = Data()
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = read(fd, &chunk, chunk.count)
+      if n <= 0 { break }
+      pending.append(contentsOf: chunk[0..<n])
+      while let newline = pending.firstIndex(of: 0x0a) {
+        buffer.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+        pending.removeSubrange(pending.startIndex...newline)
+      }
+    }
+    Glibc.close(fd)
+    buffer.close()
+  }
+  thread.start()
+}
+
+/// A running fixture process, owned by the test that started it and stopped by pid.
+final class Fixture {
+  let pid: pid_t
+  let output = LineBuffer()
+  private var reaped = false
+
+  init(_ name: String, _ args: [String] = []) throws {
+    let (pid, fd) = try spawn(Paths.fixture(name), args)
+    self.pid = pid
+    pump(fd, into: output)
+  }
+
+  var isAlive: Bool {
+    if reaped { return false }
+    var status: Int32 = 0
+    let r = waitpid(pid, &status, WNOHANG)
+    if r == pid {
+      reaped = true
+      return false
+    }
+    return kill(pid, 0) == 0
+  }
+
+  /// The last value of `key=` on a line after `from` that has it.
+  func waitForValue(_ key: String, _ value: String, from: Int = 0, timeout: Double = 10) -> Bool {
+    output.wait(from: from, timeout: timeout) {
+      $0.contains(" \(key)=\(value) ") || $0.hasSuffix(" \(key)=\(value)")
+    }
+      != nil
+  }
+
+  /// Waits until the fixture has printed `count` more lines, proving it still runs.
+  func keepsRunning(lines count: Int = 3, timeout: Double = 10) -> Bool {
+    let start = output.count
+    return output.wait(from: start + count - 1, timeout: timeout) { _ in true } != nil && isAlive
+  }
+
+  /// SIGTERM, a bounded wait, then SIGKILL.
+  func stop() {
+    guard !reaped else { return }
+    kill(pid, SIGTERM)
+    var status: Int32 = 0
+    for _ in 0..<200 {
+      if waitpid(pid, &status, WNOHANG) == pid {
+        reaped = true
+        return
+      }
+      usleep(10_000)
+    }
+    kill(pid, SIGKILL)
+    waitpid(pid, &status, 0)
+    reaped = true
+  }
+
+  deinit { stop() }
+
+  /// Reads the target's memory (root may read /proc/PID/mem without attaching).
+  func memory(at address: UInt64, count: Int) -> [UInt8] {
+    guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/mem") else { return [] }
+    defer { try? handle.close() }
+    guard (try? handle.seek(toOffset: address)) != nil else { return [] }
+    return Array((try? handle.read(upToCount: count)) ?? Data())
+  }
+}
+
+/// The result of running the swpatch CLI.
+struct CLIResult {
+  var status: Int32
+  var output: String
+  var json: [String: Any]? {
+    (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any]
+  }
+}
+
+/// A temporary state directory and patch-file folder per test.
+final class Workspace {
+  let directory: String
+  var stateDir: String { directory + "/state" }
+
+  init() {
+    directory = NSTemporaryDirectory() + "swpatch-test-" + UUID().uuidString
+    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+  /// Runs `swpatch args...` against this workspace's state directory.
+  func swpatch(_ args: String...) -> CLIResult { run(args) }
+
+  func run(_ args: [String]) -> CLIResult {
+    guard let (pid, fd) = try? spawn(Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": stateDir])
+    else { return CLIResult(status: -1, output: "spawn failed") }
+    var data = Data()
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let n = read(fd, &chunk, chunk.count)
+      if n <= 0 { break }
+      data.append(contentsOf: chunk[0..<n])
+    }
+    close(fd)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return CLIResult(status: code, output: String(decoding: data, as: UTF8.self))
+  }
+
+  /// Writes a patch file; `library` is a fixture library name.
+  func patchFile(
+    _ id: String, library: String, functions: [(String, String)], extra: String = ""
+  ) -> String {
+    let list = functions.map { #"{"old": "\#($0.0)", "new": "\#($0.1)"}"# }.joined(separator: ", ")
+    let text = #"{"id": "\#(id)", "library": "\#(Paths.fixture(library))", "functions": [\#(list)]\#(extra)}"#
+    return write(id + ".json", text)
+  }
+
+  func write(_ name: String, _ text: String) -> String {
+    let path = directory + "/" + name
+    _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+    return path
+  }
+}
+
+/// Address of a function in a running fixture, via `swpatch symbols --json`.
+func address(of name: String, in fixture: Fixture, workspace: Workspace) throws -> UInt64 {
+  let result = workspace.swpatch("symbols", "\(fixture.pid)", name, "--json")
+  let lines = try #require(
+    (try? JSONSerialization.jsonObject(with: Data(result.output.utf8))) as? [[String: Any]])
+  let text = try #require(lines.first?["address"] as? String)
+  return try #require(UInt64(text.dropFirst(2), radix: 16))
+}
