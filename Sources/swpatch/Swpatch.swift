@@ -68,7 +68,7 @@ enum Output {
     lines.append(
       "\(verb.replacingOccurrences(of: "ee", with: "e")) '\(report.patch)' on pid \(report.pid) (policy \(report.policy))"
     )
-    if report.dryRun || report.operation != "attach" {
+    if report.dryRun || report.operation != "attach" || !report.alsoDisabled.isEmpty {
       lines += report.plan.map { "  " + $0 }
     }
     if report.operation == "attach" && !report.dryRun {
