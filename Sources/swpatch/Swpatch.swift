@@ -124,21 +124,30 @@ struct Attach: ParsableCommand {
   }
 }
 
-struct Enable: ParsableCommand {
-  static let configuration = CommandConfiguration(
-    abstract: "Re-enable a disabled patch: its functions go back on top of their stacks.",
-    discussion: "Example:\n  swpatch enable 4242 fix-compute")
+/// The arguments `enable` and `disable` share, and how both run.
+struct PatchChange: ParsableArguments {
   @Argument(help: "Pid of the patched process.") var pid: Int32
   @Argument(help: "Id of the patch, as in its patch file.") var patchID: String
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @OptionGroup var common: CommonOptions
 
-  func run() throws {
+  func run(_ operation: (Engine, Int32, String, Bool) throws -> OperationReport) throws {
     try Output.run(json: common.json) {
-      try common.engine().enable(pid: pid, patchID: patchID, dryRun: dryRun)
+      try operation(common.engine(), pid, patchID, dryRun)
     } text: {
       Output.describe($0)
     }
+  }
+}
+
+struct Enable: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Re-enable a disabled patch: its functions go back on top of their stacks.",
+    discussion: "Example:\n  swpatch enable 4242 fix-compute")
+  @OptionGroup var change: PatchChange
+
+  func run() throws {
+    try change.run { try $0.enable(pid: $1, patchID: $2, dryRun: $3) }
   }
 }
 
@@ -151,17 +160,10 @@ struct Disable: ParsableCommand {
       Example:
         swpatch disable 4242 fix-compute --dry-run
       """)
-  @Argument(help: "Pid of the patched process.") var pid: Int32
-  @Argument(help: "Id of the patch, as in its patch file.") var patchID: String
-  @Flag(help: "Print the plan and change nothing.") var dryRun = false
-  @OptionGroup var common: CommonOptions
+  @OptionGroup var change: PatchChange
 
   func run() throws {
-    try Output.run(json: common.json) {
-      try common.engine().disable(pid: pid, patchID: patchID, dryRun: dryRun)
-    } text: {
-      Output.describe($0)
-    }
+    try change.run { try $0.disable(pid: $1, patchID: $2, dryRun: $3) }
   }
 }
 
