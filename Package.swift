@@ -34,7 +34,7 @@ let package = Package(
     .executableTarget(
       name: "swpatch",
       dependencies: [
-        "SwpatchPatcher",
+        "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),

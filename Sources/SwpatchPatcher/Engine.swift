@@ -147,6 +147,16 @@ public final class Engine: @unchecked Sendable {
       if dryRun {
         return report(plan, state: state, patch: patch, dryRun: true, stopped: .zero, notes: [])
       }
+      if plan.effects.isEmpty {
+        // Nothing to write (e.g. disabling a patch that is not on top under `any`):
+        // record the new state without stopping the target at all.
+        let next = try state.committing(plan, installs: [:])
+        var registry = session.registry
+        registry.upsert(next)
+        try session.save(registry)
+        return report(
+          plan, state: next, patch: next.patch(patch.id)!, dryRun: false, stopped: .zero, notes: [])
+      }
       try process.checkPatchable()
       let sizes = try functionSizes(plan, pid: pid)
       let (done, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
@@ -166,7 +176,7 @@ public final class Engine: @unchecked Sendable {
   public func status(pid: Int32? = nil) throws -> (report: StatusReport, dropped: [TargetID]) {
     try store.locked { session in
       let targets = session.registry.targets.filter { pid == nil || $0.id.pid == pid }
-      return (StatusReport(targets: targets), session.dropped)
+      return (StatusReport(targets: targets), session.dropped.filter { pid == nil || $0.pid == pid })
     }
   }
 

@@ -37,7 +37,7 @@ public func errorCode(_ error: any Error) -> String {
     case .noLoader, .dlopenFailed: return "load_failed"
     case .drift: return "drift"
     case .notPatched: return "not_patched"
-    case .duplicateFunction: return "bad_patch_file"
+    case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
     case .buildIDMismatch: return "build_id_mismatch"
     case .ifunc: return "ifunc"
     }

@@ -9,7 +9,7 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case dlopenFailed(path: String, reason: String)
   case drift(oldAddr: UInt64, detail: String)
   case notPatched(pid: Int32)
-  case duplicateFunction(name: String)
+  case threadInRewrittenBytes(tid: Int32, address: UInt64)
   /// A `build_ids` pin that the target does not match; `actual` nil: not loaded.
   case buildIDMismatch(object: String, expected: String, actual: String?)
   /// `old` names an STT_GNU_IFUNC symbol: its resolver, not the implementation.
@@ -36,8 +36,9 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
         "memory at 0x\(String(oldAddr, radix: 16)) is not what the registry recorded (\(detail)); something else changed the target, run `swpatch status`"
     case .notPatched(let pid):
       return "pid \(pid) has no swpatch patches; see `swpatch status`"
-    case .duplicateFunction(let name):
-      return "the patch replaces '\(name)' twice; list each function once"
+    case .threadInRewrittenBytes(let tid, let address):
+      return
+        "thread \(tid) is stopped at 0x\(String(address, radix: 16)), inside bytes this operation rewrites; nothing was changed, retry"
     case .buildIDMismatch(let object, let expected, let actual):
       guard let actual else {
         return

@@ -213,12 +213,38 @@ final class Transaction {
         guard current == install.jumpBytes else {
           throw PatchError.drift(oldAddr: oldAddr, detail: "entry does not hold swpatch's jump")
         }
+        try moveThreadsOutOfSlot(install)
         try write(install.originalBytes, at: install.entryAddr)
         try write(
           TrampolinePageLayout.freshBytes().prefix(Int(TrampolineSlot.size)).map { $0 }, at: install.slotAddr)
       }
     }
     return installs
+  }
+
+  /// Where each stopped thread will resume.
+  private func threadPositions() throws -> [(tid: Int32, rip: UInt64)] {
+    try target.threads.map { ($0, try target.registers(of: $0).rip) }
+  }
+
+  /// A thread resuming in the middle of an instruction we overwrite would execute
+  /// garbage; at the first byte it simply takes the new jump.
+  private func refuseThreadsInside(_ bytes: Range<UInt64>) throws {
+    for thread in try threadPositions() where bytes.contains(thread.rip) {
+      throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
+    }
+  }
+
+  /// A thread stopped inside a slot that is about to become int3 padding is moved to
+  /// where the slot would have sent it: the replacement its cell points to.
+  private func moveThreadsOutOfSlot(_ install: HookInstall) throws {
+    let slot = install.slotAddr..<install.slotAddr + TrampolineSlot.size
+    for thread in try threadPositions() where slot.contains(thread.rip) {
+      let cell = try target.read(at: install.cellAddr, count: 8)
+      var regs = try target.registers(of: thread.tid)
+      regs.rip = cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+      try target.setRegisters(regs, of: thread.tid)
+    }
   }
 
   /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
@@ -243,6 +269,7 @@ final class Transaction {
     } else {
       throw PatchError.noMemoryNearby(address: site.oldAddr)
     }
+    try refuseThreadsInside(entry + 1..<entry + UInt64(jump.count))
     try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
     try write(jump, at: entry)

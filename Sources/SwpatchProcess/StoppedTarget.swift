@@ -218,8 +218,19 @@ public final class StoppedTarget {
     let tid = tid ?? pid
     let saved = try Ptrace.getRegisters(tid)
     let savedExtended = try Ptrace.getExtendedState(tid)
-    func restore() {
-      try? Ptrace.setRegisters(tid, saved)
+    func restore(interrupted: Bool = false) {
+      var regs = saved
+      // A thread stopped in a call that restarts through restart_syscall (nanosleep,
+      // poll, futex with a timeout: rax = -ERESTART_RESTARTBLOCK) resumes from its
+      // per-thread restart block. If our call was itself interrupted inside a blocking
+      // syscall, that block now describes *our* call; so re-issue the thread's own
+      // syscall from scratch instead (same registers, rip back onto `syscall`).
+      if interrupted && Int64(bitPattern: saved.rax) == -516 && Int64(bitPattern: saved.orig_rax) >= 0 {
+        regs.rax = saved.orig_rax
+        regs.rip = saved.rip - 2
+        regs.orig_rax = UInt64.max
+      }
+      try? Ptrace.setRegisters(tid, regs)
       try? Ptrace.setExtendedState(tid, savedExtended)
     }
     var sp = (saved.rsp &- 128 &- UInt64(data.count)) & ~15  // skip the red zone
@@ -241,7 +252,7 @@ public final class StoppedTarget {
       restore()
       return result
     } catch {
-      restore()
+      restore(interrupted: true)
       throw error
     }
   }

@@ -144,7 +144,7 @@ public final class ProcessImage: @unchecked Sendable {
           throw .notAFunction(name: name, object: object.name, kind: "\(other.kind.rawValue)")
         }
       }
-      throw .notFound(name: name, searched: objects.map(\.name))
+      throw .notFound(name: name, searched: objectName.map { [$0] } ?? objects.map(\.name))
     }
     let objectsFound = Set(found.map(\.objectPath))
     if objectsFound.count > 1 {

@@ -68,7 +68,7 @@ enum Output {
     lines.append(
       "\(verb.replacingOccurrences(of: "ee", with: "e")) '\(report.patch)' on pid \(report.pid) (policy \(report.policy))"
     )
-    if report.dryRun || report.operation != "attach" {
+    if report.dryRun || report.operation != "attach" || !report.alsoDisabled.isEmpty {
       lines += report.plan.map { "  " + $0 }
     }
     if report.operation == "attach" && !report.dryRun {
@@ -103,11 +103,21 @@ struct Attach: ParsableCommand {
   @Option(help: "Disable policy for this target: stack or any (default stack, fixed by the first patch).")
   var policy: DisablePolicy?
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
+  @Option(help: "Seconds the library load (dlopen in the target) may take before it is abandoned.")
+  var loadTimeout: Double = 5
   @OptionGroup var common: CommonOptions
+
+  func validate() throws {
+    guard loadTimeout > 0 && loadTimeout <= 600 else {
+      throw ValidationError("--load-timeout must be between 0 and 600 seconds")
+    }
+  }
 
   func run() throws {
     try Output.run(json: common.json) {
-      try common.engine().attach(pid: pid, patchPath: patchFile, policy: policy, dryRun: dryRun)
+      let engine = common.engine()
+      engine.callTimeout = .milliseconds(Int64(loadTimeout * 1000))
+      return try engine.attach(pid: pid, patchPath: patchFile, policy: policy, dryRun: dryRun)
     } text: {
       Output.describe($0)
     }

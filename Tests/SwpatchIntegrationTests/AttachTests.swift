@@ -96,4 +96,23 @@ import Testing
     let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
     #expect(!maps.contains("libfix.so"))
   }
+
+  @Test func stoppedTargetStaysStoppedAndIsPatched() throws {
+    let ws = Workspace()
+    let target = try Fixture("loop", ["20"])
+    #expect(target.waitForValue("compute", "42"))
+    kill(target.pid, SIGSTOP)
+    defer { kill(target.pid, SIGCONT) }
+    usleep(100_000)
+    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+    #expect(ws.swpatch("attach", "\(target.pid)", patch).status == 0)
+    usleep(200_000)
+    let status = try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)
+    #expect(status.contains("State:\tT (stopped)"))
+    let mark = target.output.count
+    usleep(200_000)
+    #expect(target.output.count == mark, "a stopped target printed")
+    kill(target.pid, SIGCONT)
+    #expect(target.waitForValue("compute", "63", from: mark))
+  }
 }

@@ -120,7 +120,7 @@ func pump(_ fd: Int32, into buffer: LineBuffer) {
 }
 
 /// A running fixture process, owned by the test that started it and stopped by pid.
-final class Fixture {
+final class Fixture: @unchecked Sendable {
   let pid: pid_t
   let output = LineBuffer()
   private var reaped = false
@@ -199,7 +199,7 @@ struct CLIResult {
 }
 
 /// A temporary state directory and patch-file folder per test.
-final class Workspace {
+final class Workspace: @unchecked Sendable {
   let directory: String
   var stateDir: String { directory + "/state" }
 
