@@ -36,6 +36,18 @@ $(FIXOUT)/loop-cet: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=full -o $@ $^
 $(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# Where functions live: a non-PIE loop; a program using its own shared library (linked
+# at start, found through RUNPATH $ORIGIN), libm and a dlopened plugin; an IFUNC; and
+# -O2 code that gcc clones (scaled.constprop.0).
+$(FIXOUT)/loop-nopie: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fno-pie -no-pie -o $@ $^
+$(FIXOUT)/places: $(FIX)/places.c $(FIXOUT)/libshared.so $(FIXOUT)/libplugin.so | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $< -L$(FIXOUT) -lshared -lm -ldl \
+	  -Wl,-rpath,'$$ORIGIN'
+$(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
+$(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)
+	$(CC) -O2 -fipa-cp-clone -g -Wall -Wextra -fcf-protection=none -o $@ $<
 # A second tracer, and an object file that is not a shared object (bad-input tests).
 $(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
@@ -50,6 +62,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
+  $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

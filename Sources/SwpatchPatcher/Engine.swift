@@ -65,10 +65,23 @@ public final class Engine: @unchecked Sendable {
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
     return try store.locked { session in
       let image = try ProcessImage(pid: pid)
+      try checkBuildIDs(file.buildIDs, image: image)
       var sizes: [UInt64: UInt64] = [:]
       var sites: [FunctionSite] = []
+      var notes: [String] = []
       for function in file.functions {
         let old = try image.resolve(function.old, in: function.object, sympos: function.sympos)
+        guard old.kind != .ifunc else {
+          throw PatchError.ifunc(
+            name: old.name, object: old.object,
+            example: image.ifuncImplementation(of: old.name, in: old.object))
+        }
+        let clones = image.clones(of: old.name, in: old.object).map(\.name)
+        if !clones.isEmpty {
+          notes.append(
+            "\(old.name) has compiler clones (\(clones.joined(separator: ", "))); callers may reach those instead"
+          )
+        }
         try checkRoom(old, image: image)
         sizes[old.address] = old.size
         sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
@@ -90,7 +103,7 @@ public final class Engine: @unchecked Sendable {
       if dryRun {
         return report(
           draft, state: state, patch: patch(bias: 0), dryRun: true, stopped: .zero,
-          notes: ["library not loaded: replacement addresses are offsets in \(file.library)"])
+          notes: notes + ["library not loaded: replacement addresses are offsets in \(file.library)"])
       }
       let firstSite = sites[0].oldAddr
       let (plan, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
@@ -106,7 +119,7 @@ public final class Engine: @unchecked Sendable {
       }
       return report(
         plan, state: newState, patch: newState.patch(file.id)!, dryRun: false, stopped: stopped,
-        notes: [])
+        notes: notes)
     }
   }
 
@@ -206,6 +219,20 @@ public final class Engine: @unchecked Sendable {
     }
     try library.checkLoadableLibrary()
     return library
+  }
+
+  /// Every pinned object must be loaded with exactly the pinned build id.
+  private func checkBuildIDs(_ pins: [String: String], image: ProcessImage) throws {
+    for (name, expected) in pins.sorted(by: { $0.key < $1.key }) {
+      let loaded = image.objects.filter { $0.name == name }
+      guard !loaded.isEmpty else {
+        throw PatchError.buildIDMismatch(object: name, expected: expected, actual: nil)
+      }
+      guard loaded.contains(where: { $0.buildID == expected }) else {
+        throw PatchError.buildIDMismatch(
+          object: name, expected: expected, actual: loaded[0].buildID ?? "")
+      }
+    }
   }
 
   /// A function must hold the entry jump (after its endbr64, if any).

@@ -38,6 +38,8 @@ public func errorCode(_ error: any Error) -> String {
     case .drift: return "drift"
     case .notPatched: return "not_patched"
     case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
+    case .buildIDMismatch: return "build_id_mismatch"
+    case .ifunc: return "ifunc"
     }
   default: return "error"
   }

@@ -10,6 +10,10 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case drift(oldAddr: UInt64, detail: String)
   case notPatched(pid: Int32)
   case threadInRewrittenBytes(tid: Int32, address: UInt64)
+  /// A `build_ids` pin that the target does not match; `actual` nil: not loaded.
+  case buildIDMismatch(object: String, expected: String, actual: String?)
+  /// `old` names an STT_GNU_IFUNC symbol: its resolver, not the implementation.
+  case ifunc(name: String, object: String, example: String?)
 
   public var description: String {
     switch self {
@@ -35,6 +39,17 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .threadInRewrittenBytes(let tid, let address):
       return
         "thread \(tid) is stopped at 0x\(String(address, radix: 16)), inside bytes this operation rewrites; nothing was changed, retry"
+    case .buildIDMismatch(let object, let expected, let actual):
+      guard let actual else {
+        return
+          "build id pin for '\(object)' does not hold: expected \(expected), actual: not loaded in the target; the patch was built for another program"
+      }
+      return
+        "build id pin for '\(object)' does not hold: expected \(expected), actual \(actual.isEmpty ? "none" : actual); the patch was built for another version of \(object)"
+    case .ifunc(let name, let object, let example):
+      let hint = example.map { " (e.g. \($0))" } ?? ""
+      return
+        "'\(name)' in \(object) is an IFUNC resolver; patching it would not change the implementation the process uses — name the implementation\(hint) instead"
     }
   }
 }

@@ -18,6 +18,9 @@ public struct PatchFile: Sendable, Equatable {
   public var functions: [Function]
   public var replace: Bool
   public var requires: [String]
+  /// Build-id pins: object basename -> lowercase hex GNU build id. Each listed object
+  /// must be loaded in the target with exactly that id, or the patch is refused.
+  public var buildIDs: [String: String] = [:]
   /// Path of the patch file itself, for messages.
   public var source: String
 
@@ -40,7 +43,8 @@ public struct PatchFile: Sendable, Equatable {
       throw fail("is not valid JSON")
     }
     guard case .object(let top) = json else { throw fail("must be a JSON object") }
-    try checkKeys(top, allowed: ["id", "library", "functions", "replace", "requires"], at: "", fail)
+    try checkKeys(
+      top, allowed: ["id", "library", "functions", "replace", "requires", "build_ids"], at: "", fail)
     let id = try string(top, "id", at: "", fail)
     guard id.range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil else {
       throw fail("'id' must be letters, digits, '.', '_' or '-' (got \"\(id)\")")
@@ -83,9 +87,22 @@ public struct PatchFile: Sendable, Equatable {
       }
       guard !requires.isEmpty else { throw fail("'requires' must not be empty (omit it instead)") }
     }
+    var buildIDs: [String: String] = [:]
+    if let value = top["build_ids"] {
+      let shape = "'build_ids' must be an object mapping object names to lowercase hex build ids"
+      guard case .object(let pins) = value else { throw fail(shape) }
+      guard !pins.isEmpty else { throw fail("'build_ids' must not be empty (omit it instead)") }
+      for name in pins.keys.sorted() {
+        guard !name.isEmpty, case .string(let hex) = pins[name]! else { throw fail(shape) }
+        guard hex.range(of: #"^([0-9a-f]{2})+$"#, options: .regularExpression) != nil else {
+          throw fail("'build_ids.\(name)' must be lowercase hex (got \"\(hex)\")")
+        }
+        buildIDs[name] = hex
+      }
+    }
     return PatchFile(
       id: id, library: library, functions: functions, replace: replace, requires: requires,
-      source: path)
+      buildIDs: buildIDs, source: path)
   }
 
   private static func checkKeys(

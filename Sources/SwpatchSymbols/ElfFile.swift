@@ -29,6 +29,10 @@ public enum SymbolKind: String, Sendable, Codable {
   public var isCode: Bool { self == .function || self == .ifunc }
 }
 
+extension Character {
+  fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
 /// One defined symbol of an ELF file, with its link-time value.
 public struct ElfSymbol: Sendable, Equatable {
   public let name: String
@@ -87,6 +91,33 @@ public final class ElfFile: @unchecked Sendable {
 
   /// All symbol names, for callers that look for compiler clones (`foo.isra.0`).
   public var names: Dictionary<String, [ElfSymbol]>.Keys { byName.keys }
+
+  /// Function symbols that are compiler clones of `name`: `name.constprop.N`,
+  /// `name.isra.N`, `name.part.N`, `name.cold` and their combinations
+  /// (`name.isra.0.cold`), sorted by name. Callers may reach these instead of `name`.
+  public func clones(of name: String) -> [ElfSymbol] {
+    let prefix = name + "."
+    return byName.keys.filter { $0.hasPrefix(prefix) && Self.isCloneSuffix($0.dropFirst(prefix.count)) }
+      .sorted().compactMap { byName[$0]?.first { $0.kind == .function } }
+  }
+
+  /// `constprop.0`, `isra.1.cold`, `part.0.constprop.1`, `cold`...
+  static func isCloneSuffix(_ suffix: Substring) -> Bool {
+    let parts = suffix.split(separator: ".", omittingEmptySubsequences: false)
+    guard !parts.isEmpty else { return false }
+    var i = 0
+    while i < parts.count {
+      switch parts[i] {
+      case "cold": i += 1
+      case "constprop", "isra", "part":
+        guard i + 1 < parts.count, !parts[i + 1].isEmpty, parts[i + 1].allSatisfy(\.isASCIIDigit)
+        else { return false }
+        i += 2
+      default: return false
+      }
+    }
+    return true
+  }
 
   /// Refuses anything that is not an x86-64 shared object, before it reaches a target.
   public func checkLoadableLibrary() throws(SymbolError) {

@@ -103,6 +103,32 @@ public final class ProcessImage: @unchecked Sendable {
     }
   }
 
+  /// Compiler clones of `name` in the loaded object `objectName` (`name.constprop.0`,
+  /// `name.isra.0.cold`...), with runtime addresses, sorted by name.
+  public func clones(of name: String, in objectName: String) -> [ResolvedSymbol] {
+    objects.filter { $0.name == objectName }.flatMap { object in
+      (elf(of: object)?.clones(of: name) ?? []).map { symbol in
+        ResolvedSymbol(
+          name: symbol.name, object: object.name, objectPath: object.path,
+          address: object.loadBias &+ symbol.value, size: symbol.size, binding: symbol.binding,
+          kind: symbol.kind, sympos: 1, buildID: object.buildID)
+      }
+    }
+  }
+
+  /// For an IFUNC `name` in `objectName`: a function of that object whose name contains
+  /// `name` (`__strlen_avx2`, `pick_fast`), to suggest as the implementation to patch.
+  public func ifuncImplementation(of name: String, in objectName: String) -> String? {
+    guard let object = objects.first(where: { $0.name == objectName }), let elf = elf(of: object)
+    else { return nil }
+    let clones = Set(elf.clones(of: name).map(\.name))
+    return elf.names.filter { candidate in
+      candidate != name && candidate.contains(name) && !candidate.contains("resolver")
+        && !clones.contains(candidate)
+        && elf.symbols(named: candidate).contains { $0.kind == .function }
+    }.sorted().first
+  }
+
   /// Resolves the function `name`, as the patch file's `old`, `object` and `sympos`
   /// describe it. Ambiguity is an error that lists the candidates, never a guess.
   public func resolve(

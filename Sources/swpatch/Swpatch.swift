@@ -204,8 +204,9 @@ struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Resolve function names in a running process.",
     discussion: """
-      Prints, per name, the object that defines it, its runtime address, size and
-      binding, or why it cannot be resolved. Example:
+      Prints, per name, the object that defines it, its runtime address, size, binding,
+      kind (function or ifunc), the object's build id and the function's compiler clones
+      (name.constprop.N, name.isra.N, name.part.N, name.cold), or why it cannot be resolved. Example:
         swpatch symbols 4242 compute dlopen --json
       """)
   @Argument(help: "Pid of the process.") var pid: Int32
@@ -222,10 +223,12 @@ struct Symbols: ParsableCommand {
     var kind: String?
     var sympos: Int?
     var buildID: String?
+    /// Compiler clones of the function in the same object (`compute.constprop.0`).
+    var clones: [String]?
     var error: String?
     var code: String?
     enum CodingKeys: String, CodingKey {
-      case name, object, path, address, size, binding, kind, sympos, error, code
+      case name, object, path, address, size, binding, kind, sympos, clones, error, code
       case buildID = "build_id"
     }
   }
@@ -248,7 +251,7 @@ struct Symbols: ParsableCommand {
           Line(
             name: name, object: $0.object, path: $0.objectPath, address: hexAddress($0.address),
             size: $0.size, binding: $0.binding.rawValue, kind: $0.kind.rawValue, sympos: $0.sympos,
-            buildID: $0.buildID)
+            buildID: $0.buildID, clones: image.clones(of: name, in: $0.object).map(\.name))
         }
       }
     } text: { lines in
@@ -256,8 +259,10 @@ struct Symbols: ParsableCommand {
         if let error = line.error { return "\(line.name): error: \(error)" }
         return [
           line.name, line.object ?? "", line.address ?? "", "size=\(line.size ?? 0)",
-          line.binding ?? "", "sympos=\(line.sympos ?? 0)",
+          line.binding ?? "", line.kind ?? "", "sympos=\(line.sympos ?? 0)",
+          "build_id=\(line.buildID ?? "none")",
         ].joined(separator: "  ")
+          + ((line.clones ?? []).isEmpty ? "" : "  clones=\(line.clones!.joined(separator: ","))")
       }.joined(separator: "\n")
     }
     if failed { throw ExitCode.failure }

@@ -125,8 +125,13 @@ final class Fixture: @unchecked Sendable {
   let output = LineBuffer()
   private var reaped = false
 
-  init(_ name: String, _ args: [String] = []) throws {
-    let (pid, fd) = try spawn(Paths.fixture(name), args)
+  convenience init(_ name: String, _ args: [String] = []) throws {
+    try self.init(path: Paths.fixture(name), args)
+  }
+
+  /// Starts the program at `path` (a copy of a fixture, say).
+  init(path: String, _ args: [String] = []) throws {
+    let (pid, fd) = try spawn(path, args)
     self.pid = pid
     pump(fd, into: output)
   }
