@@ -14,21 +14,9 @@ import Testing
     let target = try Fixture(fixture, ["20"])
     #expect(target.waitForValue("compute", "42"), sourceLocation: sourceLocation)
     let compute = try address(of: "compute", in: target, workspace: ws)
-    let before = target.memory(at: compute, count: 32)
-    let mapsBefore = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
-    let result = ws.swpatch("attach", "\(target.pid)", patch(ws))
-    #expect(result.status == 1, "\(result.output)", sourceLocation: sourceLocation)
-    let message = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-    #expect(message.hasPrefix("error: "), sourceLocation: sourceLocation)
-    #expect(!message.contains("\n"), "not one line: \(message)", sourceLocation: sourceLocation)
-    for word in expected {
-      #expect(message.contains(word), "\(message) lacks \(word)", sourceLocation: sourceLocation)
-    }
-    #expect(target.memory(at: compute, count: 32) == before, sourceLocation: sourceLocation)
-    #expect(target.keepsRunning(), sourceLocation: sourceLocation)
+    try expectRefusedAttach(
+      target, ws, patch(ws), mentions: expected, watch: compute, sourceLocation: sourceLocation)
     #expect(target.output.all.last?.contains("compute=42") == true, sourceLocation: sourceLocation)
-    let mapsAfter = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
-    #expect(mapsAfter == mapsBefore, "the target's mappings changed", sourceLocation: sourceLocation)
   }
 
   func fix(_ ws: Workspace) -> String {

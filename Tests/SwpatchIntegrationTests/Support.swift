@@ -254,3 +254,32 @@ func address(of name: String, in fixture: Fixture, workspace: Workspace) throws 
   let text = try #require(lines.first?["address"] as? String)
   return try #require(UInt64(text.dropFirst(2), radix: 16))
 }
+
+/// Runs `attach` expecting a refusal: exit 1 with a one-line `error:` message naming
+/// every word of `mentions`, the `--json` error `code` when one is given, and the target
+/// untouched: the 32 bytes at `address` and its mappings unchanged, and still running.
+func expectRefusedAttach(
+  _ target: Fixture, _ ws: Workspace, _ path: String, code: String? = nil, mentions: [String],
+  watch address: UInt64, sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+  let before = target.memory(at: address, count: 32)
+  let mapsBefore = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+  let text = ws.swpatch("attach", "\(target.pid)", path)
+  #expect(text.status == 1, "\(text.output)", sourceLocation: sourceLocation)
+  let message = text.output.trimmingCharacters(in: .whitespacesAndNewlines)
+  #expect(message.hasPrefix("error: "), sourceLocation: sourceLocation)
+  #expect(!message.contains("\n"), "not one line: \(message)", sourceLocation: sourceLocation)
+  for word in mentions {
+    #expect(message.contains(word), "\(message) lacks \(word)", sourceLocation: sourceLocation)
+  }
+  if let code {
+    let json = ws.swpatch("attach", "\(target.pid)", path, "--json")
+    #expect(json.status == 1, sourceLocation: sourceLocation)
+    let error = json.json?["error"] as? [String: Any]
+    #expect(error?["code"] as? String == code, "\(json.output)", sourceLocation: sourceLocation)
+  }
+  #expect(target.memory(at: address, count: 32) == before, sourceLocation: sourceLocation)
+  let mapsAfter = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+  #expect(mapsAfter == mapsBefore, "the target's mappings changed", sourceLocation: sourceLocation)
+  #expect(target.keepsRunning(), sourceLocation: sourceLocation)
+}

@@ -28,32 +28,6 @@ import Testing
     return try #require(lines.first)
   }
 
-  /// Runs a refused attach twice (text and --json) and checks the message, the code and
-  /// that the target is unchanged.
-  func expectRefusal(
-    _ target: Fixture, _ ws: Workspace, _ path: String, code: String, mentions: [String],
-    watch address: UInt64, sourceLocation: SourceLocation = #_sourceLocation
-  ) throws {
-    let before = target.memory(at: address, count: 32)
-    let mapsBefore = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
-    let text = ws.swpatch("attach", "\(target.pid)", path)
-    #expect(text.status == 1, "\(text.output)", sourceLocation: sourceLocation)
-    let message = text.output.trimmingCharacters(in: .whitespacesAndNewlines)
-    #expect(message.hasPrefix("error: "), sourceLocation: sourceLocation)
-    #expect(!message.contains("\n"), "not one line: \(message)", sourceLocation: sourceLocation)
-    for word in mentions {
-      #expect(message.contains(word), "\(message) lacks \(word)", sourceLocation: sourceLocation)
-    }
-    let json = ws.swpatch("attach", "\(target.pid)", path, "--json")
-    #expect(json.status == 1, sourceLocation: sourceLocation)
-    let error = json.json?["error"] as? [String: Any]
-    #expect(error?["code"] as? String == code, "\(json.output)", sourceLocation: sourceLocation)
-    #expect(target.memory(at: address, count: 32) == before, sourceLocation: sourceLocation)
-    let mapsAfter = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
-    #expect(mapsAfter == mapsBefore, "the target's mappings changed", sourceLocation: sourceLocation)
-    #expect(target.keepsRunning(), sourceLocation: sourceLocation)
-  }
-
   // MARK: Where functions live
 
   @Test func nonPIEExecutable() throws {
@@ -135,13 +109,13 @@ import Testing
     let mismatch = patch(
       ws, "pinned", old: "compute", new: "compute_v2", library: "libfix.so",
       extra: #", "build_ids": {"loop": "\#(wrong)"}"#)
-    try expectRefusal(
+    try expectRefusedAttach(
       target, ws, mismatch, code: "build_id_mismatch", mentions: ["'loop'", wrong, actual],
       watch: compute)
     let absent = patch(
       ws, "pinned", old: "compute", new: "compute_v2", library: "libfix.so",
       extra: #", "build_ids": {"libnothere.so": "abcd"}"#)
-    try expectRefusal(
+    try expectRefusedAttach(
       target, ws, absent, code: "build_id_mismatch", mentions: ["'libnothere.so'", "abcd", "not loaded"],
       watch: compute)
     #expect(target.output.all.last?.contains("compute=42") == true)
@@ -188,7 +162,7 @@ import Testing
     #expect(target.waitForValue("pick", "42"))
     #expect(try symbol("pick", in: target, ws)["kind"] as? String == "ifunc")
     let fast = try address(of: "pick_fast", in: target, workspace: ws)
-    try expectRefusal(
+    try expectRefusedAttach(
       target, ws, patch(ws, "fix-pick", old: "pick", new: "pick_fast_v2"), code: "ifunc",
       mentions: ["'pick' in ifunc is an IFUNC resolver", "name the implementation (e.g. pick_fast)"],
       watch: fast)
@@ -205,7 +179,7 @@ import Testing
     #expect(target.waitForValue("floor", "2.0"))
     #expect(target.waitForValue("plugin", "2001"))  // its dlopen changes the mappings
     let shared = try address(of: "shared_value", in: target, workspace: ws)
-    try expectRefusal(
+    try expectRefusedAttach(
       target, ws, patch(ws, "fix-floor", old: "floor", new: "cbrt_v2", object: "libm.so.6"),
       code: "ifunc", mentions: ["'floor' in libm.so.6 is an IFUNC resolver"], watch: shared)
     #expect(target.output.all.last?.contains(" floor=2.0 ") == true)
