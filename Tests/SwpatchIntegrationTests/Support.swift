@@ -99,21 +99,28 @@ func spawn(_ path: String, _ args: [String], env: [String: String] = [:]) throws
   return (pid, fds[0])
 }
 
+/// Hands `body` each chunk read from `fd` until EOF, then closes `fd`.
+func drain(_ fd: Int32, _ body: (ArraySlice<UInt8>) -> Void) {
+  var chunk = [UInt8](repeating: 0, count: 4096)
+  while true {
+    let n = read(fd, &chunk, chunk.count)
+    if n <= 0 { break }
+    body(chunk[0..<n])
+  }
+  Glibc.close(fd)
+}
+
 /// Reads `fd` line by line into `buffer` on a thread of its own until EOF.
 func pump(_ fd: Int32, into buffer: LineBuffer) {
   let thread = Thread {
     var pending = Data()
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-      let n = read(fd, &chunk, chunk.count)
-      if n <= 0 { break }
-      pending.append(contentsOf: chunk[0..<n])
+    drain(fd) { chunk in
+      pending.append(contentsOf: chunk)
       while let newline = pending.firstIndex(of: 0x0a) {
         buffer.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
         pending.removeSubrange(pending.startIndex...newline)
       }
     }
-    Glibc.close(fd)
     buffer.close()
   }
   thread.start()
@@ -217,13 +224,7 @@ final class Workspace: @unchecked Sendable {
     guard let (pid, fd) = try? spawn(Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": stateDir])
     else { return CLIResult(status: -1, output: "spawn failed") }
     var data = Data()
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-      let n = read(fd, &chunk, chunk.count)
-      if n <= 0 { break }
-      data.append(contentsOf: chunk[0..<n])
-    }
-    close(fd)
+    drain(fd) { data.append(contentsOf: $0) }
     var status: Int32 = 0
     waitpid(pid, &status, 0)
     let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
