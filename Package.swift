@@ -20,8 +20,8 @@ let package = Package(
     .target(
       name: "SwpatchProcess",
       dependencies: ["CSwpatchShim", .product(name: "SystemPackage", package: "swift-system")]),
-    // Symbols: /proc/PID/maps, ELF symbol tables, load bias.
-    .target(name: "SwpatchSymbols", dependencies: ["CElfDw"]),
+    // Symbols: ELF symbol tables and load bias of the objects process control finds mapped.
+    .target(name: "SwpatchSymbols", dependencies: ["CElfDw", "SwpatchProcess"]),
     // x86-64 encoding of the jumps and trampoline slots.
     .target(name: "SwpatchX86"),
     // Pure logic: hooks, func stacks, policies, plans. No I/O.

@@ -308,17 +308,12 @@ public final class StoppedTarget {
   /// always have one.
   private func findSyscallInstruction() throws(ProcessError) -> UInt64 {
     if let found = syscallInstruction { return found }
-    let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
-    for line in maps.split(separator: "\n") {
-      let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-      guard fields.count >= 2, fields[1].contains("x") else { continue }
-      let range = fields[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
-      guard range.count == 2 else { continue }
-      let count = Int(min(range[1] - range[0], 1 << 20))
-      guard let bytes = try? read(at: range[0], count: count) else { continue }
+    for mapping in try ProcessMaps.read(pid: pid) where mapping.isExecutable {
+      let count = Int(min(mapping.end - mapping.start, 1 << 20))
+      guard let bytes = try? read(at: mapping.start, count: count) else { continue }
       for i in 0..<(bytes.count - 1) where bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
-        syscallInstruction = range[0] + UInt64(i)
-        return range[0] + UInt64(i)
+        syscallInstruction = mapping.start + UInt64(i)
+        return mapping.start + UInt64(i)
       }
     }
     throw .noSyscallInstruction(pid: pid)

@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchProcess
 
 /// One ELF object mapped into a process: the main executable or a shared object.
 public struct LoadedObject: Sendable {
@@ -45,7 +46,7 @@ public final class ProcessImage: @unchecked Sendable {
   /// Reads /proc/PID/maps and opens every file-backed object once.
   public init(pid: Int32) throws(SymbolError) {
     self.pid = pid
-    let maps = try ProcessMaps.read(pid: pid)
+    guard let maps = try? ProcessMaps.read(pid: pid) else { throw .processGone(pid: pid) }
     var exeInode: UInt64 = 0
     var info = stat()
     if stat("/proc/\(pid)/exe", &info) == 0 { exeInode = UInt64(info.st_ino) }

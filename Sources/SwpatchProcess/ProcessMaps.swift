@@ -46,9 +46,9 @@ public struct MapEntry: Sendable, Equatable {
 
 /// The address-space layout of a process, as /proc/PID/maps shows it.
 public enum ProcessMaps {
-  public static func read(pid: Int32) throws(SymbolError) -> [MapEntry] {
+  public static func read(pid: Int32) throws(ProcessError) -> [MapEntry] {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else {
-      throw .processGone(pid: pid)
+      throw .noSuchProcess(pid: pid)
     }
     return text.split(separator: "\n").compactMap(MapEntry.init(line:))
   }
