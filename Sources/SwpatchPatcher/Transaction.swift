@@ -215,8 +215,7 @@ final class Transaction {
         }
         try moveThreadsOutOfSlot(install)
         try write(install.originalBytes, at: install.entryAddr)
-        try write(
-          TrampolinePageLayout.freshBytes().prefix(Int(TrampolineSlot.size)).map { $0 }, at: install.slotAddr)
+        try write(TrampolineSlot.freed, at: install.slotAddr)
       }
     }
     return installs

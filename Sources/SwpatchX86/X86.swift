@@ -61,6 +61,9 @@ public enum TrampolineSlot {
     return code
   }
 
+  /// A freed slot: all int3, like unused page space, so a stray jump into it traps.
+  public static let freed = [UInt8](repeating: X86.int3, count: Int(size))
+
   /// The 8 bytes stored into a cell to point it at `target`.
   public static func cell(target: UInt64) -> [UInt8] { X86.littleEndian(target) }
 }

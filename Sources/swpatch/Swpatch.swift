@@ -64,10 +64,9 @@ enum Output {
 
   static func describe(_ report: OperationReport) -> String {
     var lines: [String] = []
-    let verb = report.dryRun ? "would \(report.operation)" : "\(report.operation)ed"
-    lines.append(
-      "\(verb.replacingOccurrences(of: "ee", with: "e")) '\(report.patch)' on pid \(report.pid) (policy \(report.policy))"
-    )
+    let past = ["attach": "attached", "enable": "enabled", "disable": "disabled"]
+    let verb = report.dryRun ? "would \(report.operation)" : past[report.operation] ?? report.operation
+    lines.append("\(verb) '\(report.patch)' on pid \(report.pid) (policy \(report.policy))")
     if report.dryRun || report.operation != "attach" || !report.alsoDisabled.isEmpty {
       lines += report.plan.map { "  " + $0 }
     }

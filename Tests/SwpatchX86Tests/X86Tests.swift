@@ -43,3 +43,8 @@ import Testing
   #expect(last + TrampolineSlot.size <= TrampolinePageLayout.size)
   #expect(TrampolinePageLayout.freshBytes()[Int(TrampolinePageLayout.trapOffset)] == X86.int3)
 }
+
+@Test func freedSlotIsAllInt3() {
+  #expect(TrampolineSlot.freed.count == Int(TrampolineSlot.size))
+  #expect(TrampolineSlot.freed.allSatisfy { $0 == X86.int3 })
+}
