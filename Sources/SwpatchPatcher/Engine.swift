@@ -151,9 +151,7 @@ public final class Engine: @unchecked Sendable {
         // Nothing to write (e.g. disabling a patch that is not on top under `any`):
         // record the new state without stopping the target at all.
         let next = try state.committing(plan, installs: [:])
-        var registry = session.registry
-        registry.upsert(next)
-        try session.save(registry)
+        try session.save(next)
         return report(
           plan, state: next, patch: next.patch(patch.id)!, dryRun: false, stopped: .zero, notes: [])
       }
@@ -194,9 +192,7 @@ public final class Engine: @unchecked Sendable {
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
         let (plan, next) = try body(transaction)
-        var registry = session.registry
-        registry.upsert(next)
-        try session.save(registry)
+        try session.save(next)
         target.resume()
         return (plan, next, target.stoppedFor)
       } catch {

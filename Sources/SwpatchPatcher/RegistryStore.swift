@@ -19,7 +19,7 @@ public final class RegistryStore: @unchecked Sendable {
     self.directory = directory
   }
 
-  /// A locked view of the registry; `save` persists a new value.
+  /// A locked view of the registry; `save` persists a target's new state.
   public final class Session {
     public private(set) var registry: RegistryState
     /// Targets dropped on load because their process exited (pid + start time gone).
@@ -32,9 +32,12 @@ public final class RegistryStore: @unchecked Sendable {
       self.store = store
     }
 
-    public func save(_ registry: RegistryState) throws(StoreError) {
-      try store.write(registry)
-      self.registry = registry
+    /// Persists the registry with `target`'s new state in place of its old one.
+    public func save(_ target: TargetState) throws(StoreError) {
+      var next = registry
+      next.upsert(target)
+      try store.write(next)
+      registry = next
     }
   }
 
