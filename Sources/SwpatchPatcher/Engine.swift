@@ -82,7 +82,7 @@ public final class Engine: @unchecked Sendable {
             "\(old.name) has compiler clones (\(clones.joined(separator: ", "))); callers may reach those instead"
           )
         }
-        try checkRoom(old, image: image)
+        try checkRoom(old, process: process)
         sizes[old.address] = old.size
         sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
       }
@@ -232,8 +232,8 @@ public final class Engine: @unchecked Sendable {
   }
 
   /// A function must hold the entry jump (after its endbr64, if any).
-  private func checkRoom(_ symbol: ResolvedSymbol, image: ProcessImage) throws {
-    let code = (try? readMemory(pid: image.pid, at: symbol.address, count: 4)) ?? []
+  private func checkRoom(_ symbol: ResolvedSymbol, process: TargetProcess) throws {
+    let code = process.peek(at: symbol.address, count: 4)
     let offset = X86.jumpSite(functionAt: symbol.address, code: code) - symbol.address
     let needed = offset + UInt64(X86.nearJumpLength)
     guard symbol.size >= needed else {
@@ -252,13 +252,6 @@ public final class Engine: @unchecked Sendable {
       sizes[site.oldAddr] = match?.size ?? 0
     }
     return sizes
-  }
-
-  private func readMemory(pid: Int32, at address: UInt64, count: Int) throws -> [UInt8] {
-    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(pid)/mem"))
-    defer { try? handle.close() }
-    try handle.seek(toOffset: address)
-    return Array(try handle.read(upToCount: count) ?? Data())
   }
 
   private func report(

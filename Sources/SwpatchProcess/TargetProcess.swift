@@ -52,6 +52,18 @@ public struct TargetProcess: Sendable, Equatable {
     }
   }
 
+  /// Reads memory of the running process through /proc/PID/mem, without stopping it (as
+  /// root, or as a tracer-capable owner); empty when it cannot be read. For pre-flight
+  /// checks only: the process may change it right after.
+  public func peek(at address: UInt64, count: Int) -> [UInt8] {
+    let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = pread(fd, &bytes, count, off_t(Int64(bitPattern: address)))
+    return n == count ? bytes : []
+  }
+
   /// The thread ids listed in /proc/PID/task right now.
   public static func threadIDs(of pid: Int32) -> [Int32] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
