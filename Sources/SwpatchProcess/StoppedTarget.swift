@@ -291,16 +291,14 @@ public final class StoppedTarget {
     }
   }
 
+  /// Stops a running borrowed thread again. Any stop will do (the thread is held once it
+  /// reports); a signal it reports instead is kept for resume.
   private func interruptAndWait(_ tid: Int32) throws(ProcessError) {
     try Ptrace.call(.interrupt, tid)
-    while true {
-      guard let event = try WaitEvent.next(tid) else { continue }
-      switch event {
-      case .gone: throw .processExited(pid: pid)
-      case .signal(let signal): pendingSignals[tid, default: []].append(signal)
-      case .event, .syscallStop: return
-      }
-      return
+    switch try WaitEvent.next(tid) {
+    case .gone?: throw .processExited(pid: pid)
+    case .signal(let signal)?: pendingSignals[tid, default: []].append(signal)
+    case .event?, .syscallStop?, nil: break
     }
   }
 
