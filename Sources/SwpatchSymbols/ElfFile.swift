@@ -56,8 +56,10 @@ public final class ElfFile: @unchecked Sendable {
   public private(set) var buildID: String?
   /// PT_LOAD segments as (file offset, virtual address), for computing the load bias.
   public private(set) var loadSegments: [(offset: UInt64, vaddr: UInt64)] = []
-  public private(set) var usesDynsymOnly = false
   private var byName: [String: [ElfSymbol]] = [:]
+  /// Clone names by the name they were cloned from, indexed once so that looking up
+  /// the clones of a function is a hash lookup, not a scan of every name.
+  private var cloneNames: [String: [String]] = [:]
 
   public static let x86_64: UInt16 = 62
   public static let sharedObject: UInt16 = 3
@@ -96,9 +98,7 @@ public final class ElfFile: @unchecked Sendable {
   /// `name.isra.N`, `name.part.N`, `name.cold` and their combinations
   /// (`name.isra.0.cold`), sorted by name. Callers may reach these instead of `name`.
   public func clones(of name: String) -> [ElfSymbol] {
-    let prefix = name + "."
-    return byName.keys.filter { $0.hasPrefix(prefix) && Self.isCloneSuffix($0.dropFirst(prefix.count)) }
-      .sorted().compactMap { byName[$0]?.first { $0.kind == .function } }
+    (cloneNames[name] ?? []).sorted().compactMap { byName[$0]?.first { $0.kind == .function } }
   }
 
   /// `constprop.0`, `isra.1.cold`, `part.0.constprop.1`, `cold`...
@@ -169,8 +169,23 @@ public final class ElfFile: @unchecked Sendable {
     if let symtab {
       index(elf, symtab, versions: nil)
     } else if let dynsym {
-      usesDynsymOnly = true
       index(elf, dynsym, versions: versym)
+    }
+    indexClones()
+  }
+
+  /// Files `foo.isra.0.cold` under `foo`: the first dot after which a clone suffix follows.
+  private func indexClones() {
+    for name in byName.keys {
+      var from = name.startIndex
+      while let dot = name[from...].firstIndex(of: ".") {
+        let suffix = name[name.index(after: dot)...]
+        if dot > name.startIndex && Self.isCloneSuffix(suffix) {
+          cloneNames[String(name[..<dot]), default: []].append(name)
+          break
+        }
+        from = name.index(after: dot)
+      }
     }
   }
 
