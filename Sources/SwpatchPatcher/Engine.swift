@@ -38,14 +38,39 @@ public struct OperationReport: Codable, Sendable {
   }
 }
 
+/// How one attach, enable or disable is carried out. Codable: the daemon's protocol
+/// carries it as the request's `options` object, so a new option needs no protocol change.
+public struct OperationOptions: Codable, Sendable, Equatable {
+  /// Plan and report only; the target is not touched.
+  public var dryRun: Bool
+  /// Bound, in seconds, on a remote call (dlopen) in the target.
+  public var loadTimeout: Double
+
+  public init(dryRun: Bool = false, loadTimeout: Double = 5) {
+    self.dryRun = dryRun
+    self.loadTimeout = loadTimeout
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case dryRun = "dry_run"
+    case loadTimeout = "load_timeout"
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
+    loadTimeout = try c.decodeIfPresent(Double.self, forKey: .loadTimeout) ?? 5
+  }
+
+  var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
+}
+
 /// The patching engine: validates a request, plans it with the registry, and carries
 /// the plan out inside one stop of the target. Front ends (the CLI, later the daemon)
 /// call only this.
 public final class Engine: @unchecked Sendable {
   public let store: RegistryStore
   private let tracer = TracerThread.shared
-  /// Bound on a remote call (dlopen) in the target.
-  public var callTimeout: Duration = .seconds(5)
 
   public init(stateDirectory: String) {
     store = RegistryStore(directory: stateDirectory)
@@ -56,8 +81,9 @@ public final class Engine: @unchecked Sendable {
   /// Loads the patch's library into `pid` and redirects every function, or changes
   /// nothing and throws.
   public func attach(
-    pid: Int32, patchPath: String, policy: DisablePolicy?, dryRun: Bool
+    pid: Int32, patchPath: String, policy: DisablePolicy?, options: OperationOptions = .init()
   ) throws -> OperationReport {
+    let dryRun = options.dryRun
     let file = try PatchFile.load(path: patchPath)
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
@@ -106,7 +132,9 @@ public final class Engine: @unchecked Sendable {
           notes: notes + ["library not loaded: replacement addresses are offsets in \(file.library)"])
       }
       let firstSite = sites[0].oldAddr
-      let (plan, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
+      let (plan, newState, stopped) = try runStopped(
+        pid: pid, state: state, session: session, options: options
+      ) {
         transaction in
         let loaded = try transaction.loadLibrary(file.library, image: image, near: firstSite)
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
@@ -126,18 +154,23 @@ public final class Engine: @unchecked Sendable {
   // MARK: enable / disable
 
   /// Re-enables a disabled patch (its replacement goes on top of each stack again).
-  public func enable(pid: Int32, patchID: String, dryRun: Bool) throws -> OperationReport {
-    try change(pid: pid, dryRun: dryRun) { try $0.planEnable(patchID) }
+  public func enable(pid: Int32, patchID: String, options: OperationOptions = .init()) throws
+    -> OperationReport
+  {
+    try change(pid: pid, options: options) { try $0.planEnable(patchID) }
   }
 
   /// Disables a patch, as the target's policy allows.
-  public func disable(pid: Int32, patchID: String, dryRun: Bool) throws -> OperationReport {
-    try change(pid: pid, dryRun: dryRun) { try $0.planDisable(patchID) }
+  public func disable(pid: Int32, patchID: String, options: OperationOptions = .init()) throws
+    -> OperationReport
+  {
+    try change(pid: pid, options: options) { try $0.planDisable(patchID) }
   }
 
   private func change(
-    pid: Int32, dryRun: Bool, planning: (TargetState) throws -> Plan
+    pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
   ) throws -> OperationReport {
+    let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
     return try store.locked { session in
       let id = TargetID(pid: pid, startTime: process.startTime)
@@ -157,7 +190,9 @@ public final class Engine: @unchecked Sendable {
       }
       try process.checkPatchable()
       let sizes = try functionSizes(plan, pid: pid)
-      let (done, newState, stopped) = try runStopped(pid: pid, state: state, session: session) {
+      let (done, newState, stopped) = try runStopped(
+        pid: pid, state: state, session: session, options: options
+      ) {
         transaction in
         let installs = try transaction.execute(plan, sizes: sizes)
         return (plan, try state.committing(plan, installs: installs))
@@ -183,10 +218,10 @@ public final class Engine: @unchecked Sendable {
   /// Stops every thread of the target, runs `body` in a transaction, persists the new
   /// state while still stopped, and resumes. Any failure rolls memory back first.
   private func runStopped(
-    pid: Int32, state: TargetState, session: RegistryStore.Session,
+    pid: Int32, state: TargetState, session: RegistryStore.Session, options: OperationOptions,
     _ body: @escaping (Transaction) throws -> (Plan, TargetState)
   ) throws -> (Plan, TargetState, Duration) {
-    let timeout = callTimeout
+    let timeout = options.callTimeout
     return try tracer.run {
       let target = try StoppedTarget.stop(pid: pid)
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)

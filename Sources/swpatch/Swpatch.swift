@@ -114,9 +114,9 @@ struct Attach: ParsableCommand {
 
   func run() throws {
     try Output.run(json: common.json) {
-      let engine = common.engine()
-      engine.callTimeout = .milliseconds(Int64(loadTimeout * 1000))
-      return try engine.attach(pid: pid, patchPath: patchFile, policy: policy, dryRun: dryRun)
+      try common.engine().attach(
+        pid: pid, patchPath: patchFile, policy: policy,
+        options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout))
     } text: {
       Output.describe($0)
     }
@@ -130,9 +130,9 @@ struct PatchChange: ParsableArguments {
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @OptionGroup var common: CommonOptions
 
-  func run(_ operation: (Engine, Int32, String, Bool) throws -> OperationReport) throws {
+  func run(_ operation: (Engine, Int32, String, OperationOptions) throws -> OperationReport) throws {
     try Output.run(json: common.json) {
-      try operation(common.engine(), pid, patchID, dryRun)
+      try operation(common.engine(), pid, patchID, OperationOptions(dryRun: dryRun))
     } text: {
       Output.describe($0)
     }
@@ -146,7 +146,7 @@ struct Enable: ParsableCommand {
   @OptionGroup var change: PatchChange
 
   func run() throws {
-    try change.run { try $0.enable(pid: $1, patchID: $2, dryRun: $3) }
+    try change.run { try $0.enable(pid: $1, patchID: $2, options: $3) }
   }
 }
 
@@ -162,7 +162,7 @@ struct Disable: ParsableCommand {
   @OptionGroup var change: PatchChange
 
   func run() throws {
-    try change.run { try $0.disable(pid: $1, patchID: $2, dryRun: $3) }
+    try change.run { try $0.disable(pid: $1, patchID: $2, options: $3) }
   }
 }
 
