@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev pkg-config gcc make
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev pkg-config gcc make util-linux
 FIX := Fixtures
 FIXOUT := Fixtures/build
 

@@ -10,10 +10,14 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
   ],
   targets: [
     // C interop: libelf + libdw, imported as a system library.
     .systemLibrary(name: "CElfDw", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
+    // C interop: OpenSSL's libcrypto, for the SHA-256 of patch libraries.
+    .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
     // C interop: what Swift cannot import (variadic ptrace, wait-status macros).
     .target(name: "CSwpatchShim"),
     // Process control: ptrace sessions on one thread, memory, remote syscalls and calls.
@@ -29,18 +33,31 @@ let package = Package(
     // Executes a plan transactionally inside one stop of the target.
     .target(
       name: "SwpatchPatcher",
-      dependencies: ["SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry"]),
+      dependencies: [
+        "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "CCrypto",
+        .product(name: "SystemPackage", package: "swift-system"),
+      ]),
+    // The daemon: socket protocol, peer credentials, audit log, target watching; and the
+    // client the CLI uses to reach it.
+    .target(
+      name: "SwpatchDaemon",
+      dependencies: [
+        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "CSwpatchShim",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ]),
     // Thin command-line front end.
     .executableTarget(
       name: "swpatch",
       dependencies: [
-        "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
+        "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
-      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
+      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess", "CSwpatchShim"]),
   ]
 )

@@ -13,9 +13,12 @@ for f in "$SWPATCH" "$FIXTURE" "$PATCH"; do
   [ -e "$f" ] || { echo "demo: $f is missing; run 'make fixtures' and build swpatch first" >&2; exit 1; }
 done
 
-# A private state directory, so the demo never touches /var/lib/swpatch.
-SWPATCH_STATE_DIR=$(mktemp -d)
-export SWPATCH_STATE_DIR
+# A private state directory and daemon socket, so the demo never touches
+# /var/lib/swpatch or a daemon already serving /run/swpatch. The first swpatch command
+# starts the demo's own daemon; cleanup stops it by its pid file.
+DEMO_DIR=$(mktemp -d)
+chmod 755 "$DEMO_DIR"
+export SWPATCH_STATE_DIR="$DEMO_DIR/state" SWPATCH_SOCKET="$DEMO_DIR/swpatchd.sock"
 OUT=$(mktemp)
 PID=""
 
@@ -25,7 +28,11 @@ cleanup() {
     kill -TERM "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
   fi
-  rm -rf "$SWPATCH_STATE_DIR" "$OUT"
+  if [ -f "$SWPATCH_STATE_DIR/swpatchd.pid" ]; then
+    kill -TERM "$(cat "$SWPATCH_STATE_DIR/swpatchd.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do [ -e "$SWPATCH_SOCKET" ] || break; sleep 0.1; done
+  fi
+  rm -rf "$DEMO_DIR" "$OUT"
 }
 trap cleanup EXIT
 
@@ -49,6 +56,9 @@ tail -n 3 "$OUT"
 
 heading "status: $SWPATCH status"
 "$SWPATCH" status
+
+heading "audit log: $SWPATCH log"
+"$SWPATCH" log
 
 heading "stop the target (SIGTERM)"
 kill -TERM "$PID"

@@ -3,6 +3,7 @@
 #include "swpatch_shim.h"
 
 #include <errno.h>
+#include <spawn.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -50,3 +51,7 @@ int swp_wstopsig(int status) { return WSTOPSIG(status); }
 int swp_wexitstatus(int status) { return WEXITSTATUS(status); }
 int swp_wtermsig(int status) { return WTERMSIG(status); }
 int swp_wptrace_event(int status) { return (status >> 16) & 0xff; }
+
+int swp_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+  return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}

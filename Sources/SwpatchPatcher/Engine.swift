@@ -70,10 +70,13 @@ public struct OperationOptions: Codable, Sendable, Equatable {
 /// call only this.
 public final class Engine: @unchecked Sendable {
   public let store: RegistryStore
+  /// Content-addressed copies of the libraries loaded into targets.
+  public let libraries: LibraryStore
   private let tracer = TracerThread.shared
 
   public init(stateDirectory: String) {
     store = RegistryStore(directory: stateDirectory)
+    libraries = LibraryStore(stateDirectory: stateDirectory)
   }
 
   // MARK: attach
@@ -81,13 +84,14 @@ public final class Engine: @unchecked Sendable {
   /// Loads the patch's library into `pid` and redirects every function, or changes
   /// nothing and throws.
   public func attach(
-    pid: Int32, patchPath: String, policy: DisablePolicy?, options: OperationOptions = .init()
+    pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions = .init()
   ) throws -> OperationReport {
     let dryRun = options.dryRun
-    let file = try PatchFile.load(path: patchPath)
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
-    let library = try openLibrary(file.library)
+    // Everything from here on reads the admitted copy, never the operator's path again.
+    let stored = try libraries.admit(file.library)
+    let library = try openLibrary(stored.path, shownAs: file.library)
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
     return try store.locked { session in
       let image = try ProcessImage(pid: pid)
@@ -121,7 +125,7 @@ public final class Engine: @unchecked Sendable {
           id: file.id, library: file.library,
           functions: zip(zip(sites, file.functions), newSymbols).map { pair, symbol in
             PatchFunction(site: pair.0, replacement: pair.1.new, replacementAddr: bias &+ symbol.value)
-          }, replace: file.replace, requires: file.requires)
+          }, replace: file.replace, requires: file.requires, sha256: stored.sha256)
       }
       // Planned once before the target is touched, so every refusal comes first; the
       // addresses are link-time offsets until the library is loaded.
@@ -136,11 +140,12 @@ public final class Engine: @unchecked Sendable {
         pid: pid, state: state, session: session, options: options
       ) {
         transaction in
-        let loaded = try transaction.loadLibrary(file.library, image: image, near: firstSite)
+        let loaded = try transaction.loadLibrary(stored, image: image, near: firstSite)
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
         let installs = try transaction.execute(plan, sizes: sizes)
         let libraries =
-          loaded.loadedNow ? [LoadedLibrary(path: file.library, handle: loaded.handle)] : []
+          loaded.loadedNow
+          ? [LoadedLibrary(path: file.library, handle: loaded.handle, sha256: stored.sha256)] : []
         let next = try state.committing(
           plan, installs: installs, newPages: transaction.newPages, newLibraries: libraries)
         return (plan, next)
@@ -213,6 +218,32 @@ public final class Engine: @unchecked Sendable {
     }
   }
 
+  // MARK: Drift
+
+  /// The hooks of `state` whose memory is not what the registry recorded, keyed by
+  /// old_addr, with what was found. Read without stopping the target: each hook's entry
+  /// must hold swpatch's jump and its slot cell the address of the top replacement.
+  public func drift(of state: TargetState) -> [UInt64: String] {
+    guard let process = try? TargetProcess.inspect(state.id.pid) else { return [:] }
+    var found: [UInt64: String] = [:]
+    for hook in state.sortedHooks {
+      let install = hook.install
+      let entry = process.peek(at: install.entryAddr, count: install.jumpBytes.count)
+      if entry != install.jumpBytes {
+        found[hook.site.oldAddr] =
+          "entry \(hexAddress(install.entryAddr)) holds \(hexBytes(entry)), not swpatch's jump \(hexBytes(install.jumpBytes))"
+        continue
+      }
+      let expected = hook.active.map { TrampolineSlot.cell(target: $0.address) }
+      let cell = process.peek(at: install.cellAddr, count: 8)
+      if let expected, cell != expected {
+        found[hook.site.oldAddr] =
+          "slot cell \(hexAddress(install.cellAddr)) holds \(hexBytes(cell)), not the address of \(hook.active!.replacement) (\(hexAddress(hook.active!.address)))"
+      }
+    }
+    return found
+  }
+
   // MARK: The stop
 
   /// Stops every thread of the target, runs `body` in a transaction, persists the new
@@ -240,15 +271,19 @@ public final class Engine: @unchecked Sendable {
 
   // MARK: Checks before anything is touched
 
-  private func openLibrary(_ path: String) throws -> ElfFile {
-    guard FileManager.default.fileExists(atPath: path) else { throw PatchError.libraryMissing(path: path) }
+  /// Opens the stored copy at `path`; messages name the operator's path `shownAs`.
+  private func openLibrary(_ path: String, shownAs: String) throws -> ElfFile {
     let library: ElfFile
     do {
       library = try ElfFile(path: path)
     } catch .cannotOpen(_, let reason) {
-      throw SymbolError.badLibrary(path: path, reason: "is \(reason)")
+      throw SymbolError.badLibrary(path: shownAs, reason: "is \(reason)")
     }
-    try library.checkLoadableLibrary()
+    do {
+      try library.checkLoadableLibrary()
+    } catch .badLibrary(_, let reason) {
+      throw SymbolError.badLibrary(path: shownAs, reason: reason)
+    }
     return library
   }
 
@@ -302,4 +337,8 @@ public final class Engine: @unchecked Sendable {
       }, plan: plan.steps, alsoDisabled: plan.alsoDisabled,
       stoppedMicroseconds: stopped.microseconds, notes: notes)
   }
+}
+
+private func hexBytes(_ bytes: [UInt8]) -> String {
+  bytes.isEmpty ? "unreadable memory" : bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
 }

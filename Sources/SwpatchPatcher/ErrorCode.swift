@@ -40,6 +40,7 @@ public func errorCode(_ error: any Error) -> String {
     case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
     case .buildIDMismatch: return "build_id_mismatch"
     case .ifunc: return "ifunc"
+    case .libraryStore: return "state_dir"
     }
   default: return "error"
   }

@@ -14,6 +14,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case buildIDMismatch(object: String, expected: String, actual: String?)
   /// `old` names an STT_GNU_IFUNC symbol: its resolver, not the implementation.
   case ifunc(name: String, object: String, example: String?)
+  /// The daemon's library store could not keep a copy of the library.
+  case libraryStore(reason: String)
 
   public var description: String {
     switch self {
@@ -50,6 +52,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       let hint = example.map { " (e.g. \($0))" } ?? ""
       return
         "'\(name)' in \(object) is an IFUNC resolver; patching it would not change the implementation the process uses — name the implementation\(hint) instead"
+    case .libraryStore(let reason):
+      return "the library store failed: \(reason); check the state directory's disk space and permissions"
     }
   }
 }

@@ -128,6 +128,12 @@ public struct PatchFile: Sendable, Equatable {
 public struct PatchFileError: Error, CustomStringConvertible, Sendable {
   public let path: String
   public let problem: String
+
+  public init(path: String, problem: String) {
+    self.path = path
+    self.problem = problem
+  }
+
   public var description: String {
     "patch file \(path) \(problem); see docs/patch-format.md"
   }

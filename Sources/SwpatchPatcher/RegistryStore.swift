@@ -64,6 +64,18 @@ public final class RegistryStore: @unchecked Sendable {
     return try body(Session(registry: registry, dropped: dropped, store: self))
   }
 
+  /// The registry as last persisted, read without the lock (every write is an atomic
+  /// rename, so this never sees half a file), minus targets that have exited. For
+  /// readers that must not wait behind a running operation.
+  public func snapshot() throws(StoreError) -> RegistryState {
+    var registry = try read()
+    for target in registry.targets
+    where !TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) {
+      _ = registry.remove(target.id)
+    }
+    return registry
+  }
+
   private func ensureDirectory() throws(StoreError) {
     do {
       try FileManager.default.createDirectory(

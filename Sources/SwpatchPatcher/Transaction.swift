@@ -3,6 +3,7 @@ import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols
 import SwpatchX86
+import SystemPackage
 
 /// Everything one operation changes in a stopped target, with the undo log that puts
 /// it back: memory writes (restored newest first), trampoline pages mapped, a library
@@ -13,7 +14,7 @@ final class Transaction {
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []
-  private var loadedHandle: (handle: UInt64, dlclose: UInt64?)?
+  private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int64)?
   /// How long a remote call (dlopen) may run before it is abandoned.
   let callTimeout: Duration
 
@@ -42,6 +43,7 @@ final class Transaction {
       _ = try? target.call(
         dlclose, name: "dlclose", args: { _ in [loaded.handle] }, trap: trap, timeout: callTimeout)
     }
+    if let loaded = loadedHandle { _ = try? target.syscall(Syscall.close, [UInt64(loaded.memfd)]) }
     loadedHandle = nil
     for page in newPages {
       _ = try? target.syscall(Syscall.munmap, [page.base, page.size])
@@ -135,38 +137,102 @@ final class Transaction {
 
   // MARK: Libraries
 
-  /// Loads `path` into the target with dlopen(path, RTLD_NOW) run on the main thread,
-  /// unless that very file is already mapped. Returns its load bias and handle.
+  /// Loads `library` into the target, unless it is mapped there already, and returns
+  /// its load bias and dlopen handle (0 when it was already mapped).
+  ///
+  /// The bytes go through a memfd made in the target and filled by us, then
+  /// `dlopen("/proc/self/fd/N")` runs on the target's main thread: the target gets
+  /// exactly the bytes that were validated (not whatever the path holds now), and a
+  /// target in another mount namespace (a container) needs no copy of the file. The
+  /// memfd stays open while the library is loaded: glibc knows loaded objects by their
+  /// path name, so a later library must not get the same /proc/self/fd/N.
   func loadLibrary(
-    _ path: String, image: ProcessImage, near: UInt64
+    _ library: StoredLibrary, image: ProcessImage, near: UInt64
   ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
-    let identity = try FileIdentity(path: path)
-    if let object = image.object(device: identity.device, inode: identity.inode) {
-      return (object.loadBias, 0, false)
-    }
+    if let object = alreadyMapped(library, image: image) { return (object.loadBias, 0, false) }
     let dlopen = try loaderFunction("dlopen", in: image)
     let trap = try ensureTrap(near: near)
-    let rtldNow: UInt64 = 2
-    let handle = try target.call(
-      dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], trap: trap,
-      timeout: callTimeout)
-    guard handle != 0 else {
-      var reason = "unknown reason"
-      if let dlerror = try? loaderFunction("dlerror", in: image),
-        let text = try? target.call(
-          dlerror, name: "dlerror", args: { _ in [] }, trap: trap, timeout: callTimeout),
-        text != 0
-      {
-        reason = readCString(at: text)
-      }
-      throw PatchError.dlopenFailed(path: path, reason: reason)
+    let fd = try memfd(holding: library)
+    func closeMemfd() { _ = try? target.syscall(Syscall.close, [UInt64(fd)]) }
+    let identity: FileIdentity
+    let handle: UInt64
+    do {
+      identity = try FileIdentity(path: "/proc/\(target.pid)/fd/\(fd)")
+      let rtldNow: UInt64 = 2
+      handle = try target.call(
+        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/self/fd/\(fd)".utf8) + [0],
+        trap: trap, timeout: callTimeout)
+    } catch {
+      closeMemfd()
+      throw error
     }
-    loadedHandle = (handle, try? loaderFunction("dlclose", in: image))
+    guard handle != 0 else {
+      let reason = dlerror(image: image, trap: trap)
+      closeMemfd()
+      throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
+    }
+    loadedHandle = (handle, try? loaderFunction("dlclose", in: image), fd)
     let reloaded = try ProcessImage(pid: target.pid)
     guard let object = reloaded.object(device: identity.device, inode: identity.inode) else {
-      throw PatchError.dlopenFailed(path: path, reason: "the library is not mapped after dlopen")
+      throw PatchError.dlopenFailed(
+        path: library.originalPath, reason: "the library is not mapped after dlopen")
     }
     return (object.loadBias, handle, true)
+  }
+
+  /// The library's own file mapped by the program (it links it), or a memfd of ours
+  /// with the same content from an earlier attach.
+  private func alreadyMapped(_ library: StoredLibrary, image: ProcessImage) -> LoadedObject? {
+    if let identity = try? FileIdentity(path: library.originalPath),
+      let object = image.object(device: identity.device, inode: identity.inode)
+    {
+      return object
+    }
+    let tag = "/memfd:" + Self.memfdName(library)
+    return image.objects.first { $0.path.hasPrefix(tag) }
+  }
+
+  /// `swpatch-` and the first 16 hex digits of the SHA-256: the name the target's
+  /// maps show for the library, so the same content is recognised later.
+  static func memfdName(_ library: StoredLibrary) -> String {
+    "swpatch-" + library.sha256.prefix(16)
+  }
+
+  /// A memfd created in the target (close-on-exec) holding the library's bytes.
+  private func memfd(holding library: StoredLibrary) throws -> Int64 {
+    let name = Array(Self.memfdName(library).utf8) + [0]
+    let mfdCloexec: UInt64 = 1
+    let fd = try target.syscall(Syscall.memfdCreate, data: name, args: { [$0, mfdCloexec] })
+    guard fd >= 0 else {
+      throw PatchError.dlopenFailed(
+        path: library.originalPath,
+        reason: "memfd_create in the target failed: \(String(cString: strerror(Int32(-fd))))")
+    }
+    do {
+      try fill("/proc/\(target.pid)/fd/\(fd)", with: library.bytes)
+    } catch {
+      _ = try? target.syscall(Syscall.close, [UInt64(fd)])
+      throw PatchError.dlopenFailed(path: library.originalPath, reason: "\(error)")
+    }
+    return fd
+  }
+
+  /// Writes `bytes` into the file behind the target's descriptor (through /proc, which
+  /// reaches it whatever mount namespace the target lives in).
+  private func fill(_ path: String, with bytes: [UInt8]) throws {
+    let handle = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec])
+    defer { try? handle.close() }
+    _ = try bytes.withUnsafeBytes { try handle.writeAll($0) }
+  }
+
+  /// dlerror()'s text after a failed dlopen.
+  private func dlerror(image: ProcessImage, trap: UInt64) -> String {
+    guard let dlerror = try? loaderFunction("dlerror", in: image),
+      let text = try? target.call(
+        dlerror, name: "dlerror", args: { _ in [] }, trap: trap, timeout: callTimeout),
+      text != 0
+    else { return "unknown reason" }
+    return readCString(at: text)
   }
 
   /// dlopen and friends live in libc.so.6 since glibc 2.34 (libdl before that).
@@ -282,6 +348,8 @@ final class Transaction {
 enum Syscall {
   static let mmap = 9
   static let munmap = 11
+  static let close = 3
+  static let memfdCreate = 319
   static let protRead: UInt64 = 1
   static let protExec: UInt64 = 4
   static let mapPrivate: UInt64 = 0x02

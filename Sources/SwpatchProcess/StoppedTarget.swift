@@ -189,6 +189,17 @@ public final class StoppedTarget {
     return Int64(bitPattern: result.rax)
   }
 
+  /// Like `syscall(_:_:in:)`, with `data` first copied onto the thread's stack below
+  /// the red zone (memory the thread is not using); `args` receives its address.
+  public func syscall(
+    _ number: Int, data: [UInt8], args: (UInt64) -> [UInt64], in tid: Int32? = nil
+  ) throws(ProcessError) -> Int64 {
+    let tid = tid ?? pid
+    let address = (try Ptrace.getRegisters(tid).rsp &- 128 &- UInt64(data.count)) & ~15
+    try write(data, at: address)
+    return try syscall(number, args(address), in: tid)
+  }
+
   private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
     while true {
       guard let event = try WaitEvent.next(tid) else { continue }

@@ -1,3 +1,4 @@
+import CSwpatchShim
 import Foundation
 import SystemPackage
 
@@ -10,6 +11,8 @@ public struct TargetProcess: Sendable, Equatable {
   public let tracerPid: Int32
   public let uids: [UInt32]
   public let isKernelThread: Bool
+  /// Exited but not yet reaped by its parent (state Z or X): not a process to patch.
+  public let isZombie: Bool
 
   /// Reads /proc/PID/stat and /proc/PID/status; fails with a clear error when the pid
   /// does not exist or is a kernel thread.
@@ -22,6 +25,7 @@ public struct TargetProcess: Sendable, Equatable {
     // rest[0] is field 3 (state); field N is rest[N - 3].
     guard rest.count > 19, let flags = UInt64(rest[9 - 3]), let start = UInt64(rest[22 - 3])
     else { throw .noSuchProcess(pid: pid) }
+    let zombie = rest[0] == "Z" || rest[0] == "X"
     let pfKthread: UInt64 = 0x0020_0000
     let kernel = flags & pfKthread != 0
     let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
@@ -38,12 +42,13 @@ public struct TargetProcess: Sendable, Equatable {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
     return TargetProcess(
       pid: pid, startTime: start, executable: exe, tracerPid: tracer, uids: uids,
-      isKernelThread: kernel)
+      isKernelThread: kernel, isZombie: zombie)
   }
 
   /// Refuses targets that cannot be patched, before anything is attached.
   public func checkPatchable() throws(ProcessError) {
     if isKernelThread { throw .kernelThread(pid: pid) }
+    if isZombie { throw .processExited(pid: pid) }
     if tracerPid != 0 {
       let name =
         (try? String(contentsOfFile: "/proc/\(tracerPid)/comm", encoding: .utf8))?
@@ -70,9 +75,40 @@ public struct TargetProcess: Sendable, Equatable {
     return names.compactMap { Int32($0) }.sorted()
   }
 
-  /// True while a process with this pid and start time exists.
+  /// True while a process with this pid and start time exists and has not exited.
   public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
     guard let current = try? inspect(pid) else { return false }
-    return current.startTime == startTime
+    return current.startTime == startTime && !current.isZombie
+  }
+}
+
+extension TargetProcess {
+  /// A pidfd for `pid` (pidfd_open): readable once the process exits, so a watcher
+  /// learns of the exit at once instead of polling. Close-on-exec.
+  public static func openPidfd(_ pid: Int32) throws(ProcessError) -> Int32 {
+    let pidfdOpen = 434
+    var error: Int32 = 0
+    let fd = swp_syscall6(pidfdOpen, Int(pid), 0, 0, 0, 0, 0, &error)
+    guard fd >= 0 else {
+      throw error == ESRCH ? .noSuchProcess(pid: pid) : .permissionDenied(pid: pid, what: "pidfd_open")
+    }
+    return Int32(fd)
+  }
+
+  /// Ids of the owner of a process: real, effective, saved and filesystem uids and
+  /// gids from /proc/PID/status, and the owner of /proc/PID itself (root when the
+  /// process is not dumpable, e.g. after a set-uid exec).
+  public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwner: UInt32)? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+      return nil
+    }
+    func ids(_ key: String) -> [UInt32] {
+      guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return [] }
+      return line.dropFirst(key.count).split(whereSeparator: { $0 == "\t" || $0 == " " })
+        .compactMap { UInt32($0) }
+    }
+    var info = stat()
+    guard stat("/proc/\(pid)", &info) == 0 else { return nil }
+    return (ids("Uid:"), ids("Gid:"), UInt32(info.st_uid))
   }
 }

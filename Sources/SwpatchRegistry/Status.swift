@@ -9,6 +9,16 @@ public struct StatusReport: Equatable, Sendable, Codable {
   public init(_ registry: RegistryState) {
     self.init(targets: registry.targets)
   }
+
+  /// Marks the hooks whose memory check failed: `drift[pid][oldAddr]` says how.
+  public mutating func mark(drift: [Int32: [UInt64: String]]) {
+    for t in targets.indices {
+      guard let found = drift[targets[t].pid] else { continue }
+      for h in targets[t].hooks.indices {
+        targets[t].hooks[h].drift = found[targets[t].hooks[h].oldAddr]
+      }
+    }
+  }
 }
 
 /// One target in the status report.
@@ -45,6 +55,9 @@ public struct HookStatus: Equatable, Sendable, Codable {
   public var slot: UInt64
   /// Active first, always ending with `.original`.
   public var stack: [StackItem]
+  /// Set when the target's memory does not hold what the registry says (the entry jump
+  /// or the slot pointer): something else changed it. Reported, never "fixed".
+  public var drift: String?
 
   public init(_ hook: Hook) {
     function = hook.site.name
@@ -55,7 +68,7 @@ public struct HookStatus: Equatable, Sendable, Codable {
   }
 
   enum CodingKeys: String, CodingKey {
-    case function, object, slot, stack
+    case function, object, slot, stack, drift
     case oldAddr = "old_addr"
   }
 
@@ -66,6 +79,7 @@ public struct HookStatus: Equatable, Sendable, Codable {
     oldAddr = try c.decodeHex(forKey: .oldAddr)
     slot = try c.decodeHex(forKey: .slot)
     stack = try c.decode([StackItem].self, forKey: .stack)
+    drift = try c.decodeIfPresent(String.self, forKey: .drift)
   }
 
   public func encode(to encoder: any Encoder) throws {
@@ -75,6 +89,7 @@ public struct HookStatus: Equatable, Sendable, Codable {
     try c.encodeHex(oldAddr, forKey: .oldAddr)
     try c.encodeHex(slot, forKey: .slot)
     try c.encode(stack, forKey: .stack)
+    try c.encodeIfPresent(drift, forKey: .drift)
   }
 }
 
@@ -112,8 +127,11 @@ public struct PatchStatus: Equatable, Sendable, Codable {
   public var library: String
   public var replace: Bool
   public var requires: [String]
+  /// SHA-256 of the library content loaded into the target.
+  public var sha256: String?
 
   public init(_ patch: Patch) {
+    sha256 = patch.sha256
     id = patch.id
     state = patch.state
     library = patch.library
@@ -146,8 +164,11 @@ public func renderStatusText(_ report: StatusReport) -> String {
             + pad(entry.replacement, replacementWidth) + "  " + hexAddress(entry.address))
       }
       lines.append("      (original)")
+      if let drift = hook.drift { lines.append("    DRIFT: \(drift)") }
     }
-    let patches = target.patches.map { "\($0.id) \($0.state.rawValue)" }
+    let patches = target.patches.map { patch in
+      "\(patch.id) \(patch.state.rawValue)" + (patch.sha256.map { " sha256=\($0.prefix(16))…" } ?? "")
+    }
     lines.append("  patches: " + (patches.isEmpty ? "none" : patches.joined(separator: ", ")))
   }
   return lines.joined(separator: "\n")

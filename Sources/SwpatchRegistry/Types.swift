@@ -111,11 +111,16 @@ public struct Patch: Equatable, Sendable, Codable {
   public var state: PatchState
   /// Position in the order of enables; later enables sit higher on the stacks.
   public var enableSeq: UInt64
+  /// SHA-256 of the library content that was loaded (nil in registries from before the
+  /// content-addressed store).
+  public var sha256: String?
 
   public init(
     id: String, library: String, functions: [PatchFunction], replace: Bool = false,
-    requires: [String] = [], state: PatchState = .enabled, enableSeq: UInt64 = 0
+    requires: [String] = [], state: PatchState = .enabled, enableSeq: UInt64 = 0,
+    sha256: String? = nil
   ) {
+    self.sha256 = sha256
     self.id = id
     self.library = library
     self.functions = functions
@@ -126,7 +131,7 @@ public struct Patch: Equatable, Sendable, Codable {
   }
 
   enum CodingKeys: String, CodingKey {
-    case id, library, functions, replace, requires, state
+    case id, library, functions, replace, requires, state, sha256
     case enableSeq = "enable_seq"
   }
 }

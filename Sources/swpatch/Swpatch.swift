@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import SwpatchDaemon
 import SwpatchPatcher
 import SwpatchRegistry
 import SwpatchSymbols
@@ -19,10 +21,18 @@ struct Swpatch: ParsableCommand {
         swpatch status                      # what is hooked, stacks top first
         swpatch disable 4242 fix-compute    # roll the patch back
 
+      attach, enable, disable, status and log are served by the daemon (swpatchd), which
+      owns the registry and runs every ptrace transaction. When none answers on the
+      socket, swpatch (as root) starts one in the background; `swpatch daemon
+      --foreground` runs it in the terminal or under systemd.
+
       Exit codes: 0 success, 1 refused or failed (nothing changed), 64 bad usage.
-      State: SWPATCH_STATE_DIR (default /var/lib/swpatch).
+      Environment: SWPATCH_SOCKET (default /run/swpatch/swpatchd.sock),
+      SWPATCH_STATE_DIR (default /var/lib/swpatch).
       """,
-    subcommands: [Attach.self, Enable.self, Disable.self, Status.self, Symbols.self])
+    subcommands: [
+      Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, Daemon.self,
+    ])
 }
 
 /// Options every state-touching verb shares.
@@ -30,10 +40,35 @@ struct CommonOptions: ParsableArguments {
   @Flag(help: "Print machine-readable JSON (see docs/cli.md).")
   var json = false
 
-  @Option(help: "State directory holding the registry (default: $SWPATCH_STATE_DIR or /var/lib/swpatch).")
+  @OptionGroup var location: DaemonLocation
+
+  func client() -> DaemonClient { location.client() }
+}
+
+/// Where the daemon listens and keeps its state.
+struct DaemonLocation: ParsableArguments {
+  @Option(help: "The daemon's socket (default: $SWPATCH_SOCKET or /run/swpatch/swpatchd.sock).")
+  var socket: String?
+
+  @Option(
+    help: """
+      State directory of a daemon this command starts (default: $SWPATCH_STATE_DIR or \
+      /var/lib/swpatch).
+      """)
   var stateDir: String?
 
-  func engine() -> Engine { Engine(stateDirectory: RegistryStore.defaultDirectory(explicit: stateDir)) }
+  var socketPath: String { absolute(DaemonProtocol.socketPath(explicit: socket)) }
+  var stateDirectory: String { absolute(RegistryStore.defaultDirectory(explicit: stateDir)) }
+
+  func client() -> DaemonClient { DaemonClient(socketPath: socketPath, stateDirectory: stateDirectory) }
+}
+
+/// The daemon runs elsewhere (cwd /): every path it gets must be absolute.
+func absolute(_ path: String) -> String {
+  path.hasPrefix("/")
+    ? path
+    : URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(path)
+      .standardizedFileURL.path
 }
 
 extension DisablePolicy: ExpressibleByArgument {}
@@ -47,8 +82,9 @@ enum Output {
     } catch let error as ExitCode {
       throw error
     } catch {
+      let code = (error as? ErrorBody)?.code ?? errorCode(error)
       if json {
-        print(encode(["error": ["code": errorCode(error), "message": "\(error)"]]))
+        print(encode(["error": ["code": code, "message": "\(error)"]]))
       } else {
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))
       }
@@ -114,9 +150,14 @@ struct Attach: ParsableCommand {
 
   func run() throws {
     try Output.run(json: common.json) {
-      try common.engine().attach(
-        pid: pid, patchPath: patchFile, policy: policy,
-        options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout))
+      let path = absolute(patchFile)
+      guard let data = FileManager.default.contents(atPath: path) else {
+        throw PatchFileError(path: patchFile, problem: "cannot be read (does it exist?)")
+      }
+      let request = Request(
+        op: .attach, pid: pid, patch: String(decoding: data, as: UTF8.self), patchPath: path,
+        policy: policy, options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout))
+      return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)
     }
@@ -130,9 +171,11 @@ struct PatchChange: ParsableArguments {
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @OptionGroup var common: CommonOptions
 
-  func run(_ operation: (Engine, Int32, String, OperationOptions) throws -> OperationReport) throws {
+  func run(_ operation: SwpatchDaemon.Operation) throws {
     try Output.run(json: common.json) {
-      try operation(common.engine(), pid, patchID, OperationOptions(dryRun: dryRun))
+      let request = Request(
+        op: operation, pid: pid, patchID: patchID, options: OperationOptions(dryRun: dryRun))
+      return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)
     }
@@ -146,7 +189,7 @@ struct Enable: ParsableCommand {
   @OptionGroup var change: PatchChange
 
   func run() throws {
-    try change.run { try $0.enable(pid: $1, patchID: $2, options: $3) }
+    try change.run(.enable)
   }
 }
 
@@ -162,23 +205,27 @@ struct Disable: ParsableCommand {
   @OptionGroup var change: PatchChange
 
   func run() throws {
-    try change.run { try $0.disable(pid: $1, patchID: $2, options: $3) }
+    try change.run(.disable)
   }
 }
 
 struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show patched targets, each hook's stack (top first) and each patch's state.",
-    discussion: "Example:\n  swpatch status 4242 --json")
+    discussion: """
+      A hook whose memory no longer holds what the registry recorded (something else
+      rewrote the entry or the slot) is marked DRIFT with what was found; swpatch never
+      "fixes" it silently. Non-root callers see only their own processes. Example:
+        swpatch status 4242 --json
+      """)
   @Argument(help: "Only this pid.") var pid: Int32?
   @OptionGroup var common: CommonOptions
 
   func run() throws {
     try Output.run(json: common.json) {
-      let (report, dropped) = try common.engine().status(pid: pid)
-      return StatusOutput(report: report, dropped: dropped.map(\.pid))
+      try common.client().call(Request(op: .status, pid: pid), as: StatusResult.self)
     } text: { output in
-      var text = renderStatusText(output.report)
+      var text = renderStatusText(StatusReport(targets: output.targets))
       for pid in output.dropped {
         text += "\n(pid \(pid) exited; its entries were dropped)"
       }
@@ -187,15 +234,91 @@ struct Status: ParsableCommand {
   }
 }
 
-/// `status --json`: the registry's report plus targets dropped because they exited.
-struct StatusOutput: Encodable {
-  var report: StatusReport
-  var dropped: [Int32]
-  enum CodingKeys: String, CodingKey { case targets, dropped }
-  func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(report.targets, forKey: .targets)
-    try c.encode(dropped, forKey: .dropped)
+extension StatusReport {
+  init(targets: [TargetStatus]) {
+    self.init(targets: [TargetState]())
+    self.targets = targets
+  }
+}
+
+struct Log: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Show the audit log: every state-changing request, accepted or refused.",
+    discussion: """
+      One line per record: time, caller uid, target pid, operation, patch, result and how
+      long the target was stopped. Exits of patched targets are recorded too. Non-root
+      callers see only their own requests. Example:
+        swpatch log --pid 4242 --json
+      """)
+  @Option(help: "Only records about this target pid.") var pid: Int32?
+  @OptionGroup var common: CommonOptions
+
+  func run() throws {
+    try Output.run(json: common.json) {
+      try common.client().call(Request(op: .log, pid: pid), as: [AuditRecord].self)
+    } text: { records in
+      records.map { r in
+        var line = "\(r.time)  uid=\(r.uid.map(String.init) ?? "-")  pid=\(r.pid)  \(r.operation)"
+        if let patch = r.patch { line += " \(patch)" }
+        line += "  \(r.result)"
+        if let stopped = r.stoppedUs { line += "  stopped \(stopped) µs" }
+        if let message = r.message, r.result != "ok" { line += "  \(message)" }
+        return line
+      }.joined(separator: "\n")
+    }
+  }
+}
+
+struct Daemon: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run swpatchd, the daemon that owns the registry and does all patching.",
+    discussion: """
+      The daemon listens on a Unix socket (mode 0660, in a directory only root can write),
+      identifies each client by SO_PEERCRED (root may patch any process, other users only
+      their own), runs one operation at a time, watches patched targets for exit, and
+      appends every request to audit.log in its state directory. SIGTERM or SIGINT: it
+      finishes the operation in progress, removes its socket and exits 0; patches stay
+      live. Without --foreground it starts in the background and returns. Example:
+        swpatch daemon --foreground --socket /run/swpatch/swpatchd.sock
+      See docs/protocol.md and docs/swpatchd.service.
+      """)
+  @Flag(help: "Stay attached to the terminal (for operators and systemd).") var foreground = false
+  @Option(
+    help: "Group allowed to connect, by name or gid (default: $SWPATCH_SOCKET_GROUP, else root only).")
+  var socketGroup: String?
+  @OptionGroup var location: DaemonLocation
+
+  func validate() throws {
+    guard getuid() == 0 else { throw ValidationError("the daemon must run as root (it uses ptrace)") }
+    _ = try group()
+  }
+
+  func group() throws -> UInt32? {
+    guard let name = socketGroup ?? ProcessInfo.processInfo.environment["SWPATCH_SOCKET_GROUP"] else {
+      return nil
+    }
+    if let gid = UInt32(name) { return gid }
+    guard let entry = getgrnam(name) else { throw ValidationError("no group named '\(name)'") }
+    return entry.pointee.gr_gid
+  }
+
+  func run() throws {
+    let config = DaemonConfig(
+      socketPath: location.socketPath, stateDirectory: location.stateDirectory, socketGroup: try group())
+    guard foreground else {
+      if let gid = config.socketGroup { setenv("SWPATCH_SOCKET_GROUP", "\(gid)", 1) }
+      let ping = try location.client().call(Request(op: .ping), as: PingResult.self)
+      print("swpatchd running: pid \(ping.pid), socket \(config.socketPath), state \(ping.stateDir)")
+      return
+    }
+    var logger = Logger(label: "swpatchd")
+    logger.logLevel = .info
+    do {
+      try DaemonServer.run(config, logger: logger)
+    } catch {
+      FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+      throw ExitCode.failure
+    }
   }
 }
 

@@ -1,3 +1,4 @@
+import CSwpatchShim
 import Foundation
 import Glibc
 import Testing
@@ -72,7 +73,9 @@ func spawn(_ path: String, _ args: [String], env: [String: String] = [:]) throws
   defer { posix_spawn_file_actions_destroy(&actions) }
   posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
   posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-  posix_spawn_file_actions_addclose(&actions, fds[0])
+  // Only stdout/stderr: a pipe of a test running in parallel, inherited by a fixture
+  // or a daemon, would keep that test's reader from ever seeing EOF.
+  swp_spawn_addclosefrom(&actions, 3)
   var attr = posix_spawnattr_t()
   posix_spawnattr_init(&attr)
   defer { posix_spawnattr_destroy(&attr) }
@@ -205,23 +208,48 @@ struct CLIResult {
   }
 }
 
-/// A temporary state directory and patch-file folder per test.
+/// A temporary state directory, daemon socket and patch-file folder per test. The first
+/// CLI call starts the workspace's own daemon; the workspace stops it.
 final class Workspace: @unchecked Sendable {
   let directory: String
   var stateDir: String { directory + "/state" }
+  var socket: String { directory + "/swpatchd.sock" }
+  /// Extra environment for every CLI run (e.g. SWPATCH_SOCKET_GROUP).
+  var environment: [String: String] = [:]
 
   init() {
     directory = NSTemporaryDirectory() + "swpatch-test-" + UUID().uuidString
     try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    chmod(directory, 0o755)
   }
 
-  deinit { try? FileManager.default.removeItem(atPath: directory) }
+  deinit {
+    stopDaemon()
+    try? FileManager.default.removeItem(atPath: directory)
+  }
 
-  /// Runs `swpatch args...` against this workspace's state directory.
+  /// The pid of the workspace's daemon, from its pid file.
+  var daemonPID: pid_t? {
+    (try? String(contentsOfFile: stateDir + "/swpatchd.pid", encoding: .utf8))
+      .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+  }
+
+  /// SIGTERM to the daemon, a bounded wait for it to go, then SIGKILL.
+  func stopDaemon() {
+    guard let pid = daemonPID, processExists(pid) else { return }
+    kill(pid, SIGTERM)
+    for _ in 0..<300 where processExists(pid) { usleep(10_000) }
+    if processExists(pid) { kill(pid, SIGKILL) }
+  }
+
+  /// Runs `swpatch args...` against this workspace's daemon and state directory.
   func swpatch(_ args: String...) -> CLIResult { run(args) }
 
-  func run(_ args: [String]) -> CLIResult {
-    guard let (pid, fd) = try? spawn(Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": stateDir])
+  func run(_ args: [String], prefix: [String] = []) -> CLIResult {
+    let env = ["SWPATCH_STATE_DIR": stateDir, "SWPATCH_SOCKET": socket].merging(environment) { $1 }
+    let command = prefix.isEmpty ? Paths.swpatch : prefix[0]
+    let arguments = prefix.isEmpty ? args : Array(prefix.dropFirst()) + [Paths.swpatch] + args
+    guard let (pid, fd) = try? spawn(command, arguments, env: env)
     else { return CLIResult(status: -1, output: "spawn failed") }
     var data = Data()
     drain(fd) { data.append(contentsOf: $0) }
@@ -245,6 +273,16 @@ final class Workspace: @unchecked Sendable {
     _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
     return path
   }
+}
+
+/// True while `pid` exists and is not a zombie (a daemon started by a CLI is not our
+/// child, so it cannot be reaped here).
+func processExists(_ pid: pid_t) -> Bool {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")")
+  else { return false }
+  let state = stat[stat.index(close, offsetBy: 2)]
+  return state != "Z" && state != "X"
 }
 
 /// Address of a function in a running fixture, via `swpatch symbols --json`.

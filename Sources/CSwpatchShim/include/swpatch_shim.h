@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/user.h>
+#include <spawn.h>
 
 /// ptrace(2). Returns the kernel's result, or -1 with *err set to errno.
 long swp_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data, int *err);
@@ -41,5 +42,9 @@ enum {
   SWP_PTRACE_O_TRACESYSGOOD = 1,
   SWP_PTRACE_EVENT_STOP = 128,
 };
+
+/// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34+, behind _GNU_SOURCE): the
+/// spawned child closes every descriptor from `from` up, so it inherits no pipe.
+int swp_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 
 #endif

@@ -1,0 +1,200 @@
+import CSwpatchShim
+import Foundation
+import Glibc
+
+/// The CLI's end of the socket: one connection per request, one line each way. When no
+/// daemon answers, a root client starts one in the background and waits for it.
+public struct DaemonClient: Sendable {
+  public let socketPath: String
+  public let stateDirectory: String
+  /// How long a freshly started daemon may take to answer.
+  public var startTimeout: Double = 10
+
+  public init(socketPath: String, stateDirectory: String) {
+    self.socketPath = socketPath
+    self.stateDirectory = stateDirectory
+  }
+
+  /// Sends `request` and decodes the response's result, or throws its error.
+  public func call<T: Codable & Sendable>(_ request: Request, as type: T.Type) throws(ErrorBody) -> T {
+    let line = try exchange(WireCoding.line(request))
+    guard let response = try? JSONDecoder().decode(Response<T>.self, from: line) else {
+      throw ErrorBody(
+        code: "bad_response",
+        message: "the daemon's answer could not be read: \(String(decoding: line.prefix(200), as: UTF8.self))"
+      )
+    }
+    if let error = response.error { throw error }
+    guard response.ok, let result = response.result else {
+      throw ErrorBody(code: "bad_response", message: "the daemon answered without a result")
+    }
+    return result
+  }
+
+  /// Writes one request line and reads one response line, starting a daemon if needed.
+  public func exchange(_ line: Data) throws(ErrorBody) -> Data {
+    let fd = try connectOrStart()
+    defer { close(fd) }
+    try writeAll(fd, line)
+    return try readLine(fd)
+  }
+
+  // MARK: Connecting
+
+  private func connectOrStart() throws(ErrorBody) -> Int32 {
+    switch connect() {
+    case .success(let fd):
+      return fd
+    case .failure(let error) where error.rawValue == ENOENT || error.rawValue == ECONNREFUSED:
+      guard getuid() == 0 else {
+        throw ErrorBody(
+          code: "no_daemon",
+          message:
+            "no swpatch daemon answers on \(socketPath); ask root to start one (`swpatch daemon`, or the swpatchd.service unit)"
+        )
+      }
+      return try startDaemon()
+    case .failure(let error):
+      let denied = error.rawValue == EACCES
+      throw ErrorBody(
+        code: denied ? "permission_denied" : "no_daemon",
+        message: "cannot connect to \(socketPath): \(String(cString: strerror(error.rawValue)))"
+          + (denied ? " (the socket is for root and the daemon's socket group)" : ""))
+    }
+  }
+
+  /// A connected socket, or the errno of the failure.
+  public func connect() -> Result<Int32, Errno32> {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return .failure(Errno32(errno)) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(socketPath.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+      close(fd)
+      return .failure(Errno32(ENAMETOOLONG))
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+      raw.copyBytes(from: bytes)
+      raw[bytes.count] = 0
+    }
+    let rc = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+      }
+    }
+    guard rc == 0 else {
+      let error = errno
+      close(fd)
+      return .failure(Errno32(error))
+    }
+    return .success(fd)
+  }
+
+  /// Starts `swpatch daemon --foreground` in its own session with the same socket and
+  /// state directory, logging to swpatchd.log there, and waits (bounded) for it.
+  private func startDaemon() throws(ErrorBody) -> Int32 {
+    try? FileManager.default.createDirectory(
+      atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let log = stateDirectory + "/swpatchd.log"
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "swpatch"
+    let child = try DaemonSpawner.spawn(
+      exe, ["daemon", "--foreground", "--socket", socketPath, "--state-dir", stateDirectory], log: log)
+    let deadline = Date().addingTimeInterval(startTimeout)
+    while Date() < deadline {
+      if case .success(let fd) = connect() { return fd }
+      var status: Int32 = 0
+      if waitpid(child, &status, WNOHANG) == child {
+        // It exited: another daemon may have won a race to start; else say why.
+        if case .success(let fd) = connect() { return fd }
+        throw ErrorBody(code: "no_daemon", message: "the daemon did not start: \(lastLine(of: log))")
+      }
+      usleep(20_000)
+    }
+    throw ErrorBody(
+      code: "no_daemon",
+      message:
+        "the daemon started (pid \(child)) but did not answer on \(socketPath) within \(Int(startTimeout)) s; see \(log)"
+    )
+  }
+
+  private func lastLine(of path: String) -> String {
+    let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+    return text.split(separator: "\n").last.map(String.init) ?? "no message (see \(path))"
+  }
+
+  // MARK: Bytes
+
+  private func writeAll(_ fd: Int32, _ data: Data) throws(ErrorBody) {
+    var offset = 0
+    while offset < data.count {
+      let n = data.withUnsafeBytes {
+        send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+      }
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else {
+        throw ErrorBody(
+          code: "no_daemon", message: "the daemon closed the connection: \(String(cString: strerror(errno)))")
+      }
+      offset += n
+    }
+  }
+
+  private func readLine(_ fd: Int32) throws(ErrorBody) -> Data {
+    var data = Data()
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let n = recv(fd, &chunk, chunk.count, 0)
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else {
+        throw ErrorBody(
+          code: "no_daemon", message: "the daemon closed the connection without an answer; see its log")
+      }
+      data.append(contentsOf: chunk[0..<n])
+      if let newline = data.firstIndex(of: 0x0a) { return data[data.startIndex..<newline] }
+    }
+  }
+}
+
+/// An errno value as a Swift error.
+public struct Errno32: Error, Equatable, Sendable {
+  public var rawValue: Int32
+  public init(_ rawValue: Int32) { self.rawValue = rawValue }
+}
+
+/// Starts a background daemon process detached from the caller.
+public enum DaemonSpawner {
+  /// Spawns `path args...` in a new session, stdin from /dev/null and output appended
+  /// to `log`, with an empty signal mask and default signal dispositions (a caller's
+  /// blocked SIGTERM must not make the daemon unstoppable).
+  public static func spawn(_ path: String, _ args: [String], log: String) throws(ErrorBody) -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // Nothing else: a caller's pipe held open by the daemon would never see EOF.
+    swp_spawn_addclosefrom(&actions, 3)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    let setsid: Int32 = 0x80  // POSIX_SPAWN_SETSID, hidden behind _GNU_SOURCE
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
+    let argv = ([path] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+    guard rc == 0 else {
+      throw ErrorBody(
+        code: "no_daemon", message: "cannot start the daemon \(path): \(String(cString: strerror(rc)))")
+    }
+    return pid
+  }
+}

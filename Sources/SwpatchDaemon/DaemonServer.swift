@@ -1,0 +1,276 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+import NIOPosix
+
+/// How a daemon is set up.
+public struct DaemonConfig: Sendable {
+  public var socketPath: String
+  public var stateDirectory: String
+  /// Group that may connect (the socket is mode 0660); nil: root's group only.
+  public var socketGroup: UInt32?
+
+  public init(socketPath: String, stateDirectory: String, socketGroup: UInt32? = nil) {
+    self.socketPath = socketPath
+    self.stateDirectory = stateDirectory
+    self.socketGroup = socketGroup
+  }
+
+  public var pidFile: String { stateDirectory + "/swpatchd.pid" }
+}
+
+/// The daemon failed to start; nothing is served.
+public struct DaemonStartError: Error, CustomStringConvertible {
+  public var description: String
+}
+
+/// The socket server: SwiftNIO on one event loop, newline-framed JSON, each connection
+/// identified by SO_PEERCRED. Requests go to `DaemonService`.
+public enum DaemonServer {
+  /// Serves until SIGTERM or SIGINT, then finishes the operation in progress, removes
+  /// its socket and pid file, and exits the process with 0.
+  public static func run(_ config: DaemonConfig, logger: Logger) throws -> Never {
+    try prepareSocketDirectory(config.socketPath)
+    let locks = try takeLocks(config)
+    let service = DaemonService(stateDirectory: config.stateDirectory)
+    try service.start()
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel = try bind(config, service: service, group: group)
+    try writePidFile(config.pidFile)
+    logger.info(
+      "swpatchd serving", metadata: ["socket": "\(config.socketPath)", "state": "\(config.stateDirectory)"])
+    let signals = handleTermination { signal in
+      logger.info("swpatchd stopping", metadata: ["signal": "\(signal)"])
+      try? channel.close().wait()
+      service.shutdown()
+      unlink(config.socketPath)
+      unlink(config.pidFile)
+      _ = locks
+      exit(0)
+    }
+    _ = signals
+    try channel.closeFuture.wait()
+    // The listening socket closed by itself: serve no more, but still finish cleanly.
+    service.shutdown()
+    unlink(config.pidFile)
+    exit(0)
+  }
+
+  // MARK: Socket
+
+  private static func bind(
+    _ config: DaemonConfig, service: DaemonService, group: MultiThreadedEventLoopGroup
+  ) throws -> Channel {
+    let bootstrap = ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 64)
+      .childChannelOption(.allowRemoteHalfClosure, value: true)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder()))
+          try channel.pipeline.syncOperations.addHandler(RequestHandler(service: service))
+        }
+      }
+    // The socket is born 0600 (no window where others could connect), then opened to
+    // the configured group.
+    let previous = umask(0o177)
+    defer { umask(previous) }
+    let channel: Channel
+    do {
+      channel = try bootstrap.bind(unixDomainSocketPath: config.socketPath, cleanupExistingSocketFile: true)
+        .wait()
+    } catch {
+      throw DaemonStartError(description: "cannot listen on \(config.socketPath): \(error)")
+    }
+    if let gid = config.socketGroup {
+      guard chown(config.socketPath, 0, gid) == 0, chmod(config.socketPath, 0o660) == 0 else {
+        throw DaemonStartError(
+          description: "cannot give \(config.socketPath) to group \(gid): \(String(cString: strerror(errno)))"
+        )
+      }
+    }
+    return channel
+  }
+
+  /// The socket's directory is created if missing; it must be writable by root only,
+  /// or anyone could replace the socket with their own.
+  static func prepareSocketDirectory(_ socketPath: String) throws {
+    let directory = (socketPath as NSString).deletingLastPathComponent
+    if !FileManager.default.fileExists(atPath: directory) {
+      try? FileManager.default.createDirectory(
+        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+    }
+    var info = stat()
+    guard stat(directory, &info) == 0 else {
+      throw DaemonStartError(description: "cannot create the socket directory \(directory)")
+    }
+    guard info.st_uid == 0, info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
+      throw DaemonStartError(
+        description:
+          "the socket directory \(directory) is writable by users other than root; use one only root can write (e.g. /run/swpatch)"
+      )
+    }
+  }
+
+  // MARK: One daemon per state directory and per socket
+
+  /// Exclusive locks held for the daemon's life: a second daemon on the same state
+  /// directory or socket refuses to start instead of stealing the socket.
+  private static func takeLocks(_ config: DaemonConfig) throws -> [Int32] {
+    try FileManager.default.createDirectory(
+      atPath: config.stateDirectory, withIntermediateDirectories: true,
+      attributes: [.posixPermissions: 0o700])
+    return try [config.stateDirectory + "/swpatchd.lock", config.socketPath + ".lock"].map { path in
+      let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+      guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        let holder =
+          (try? String(contentsOfFile: config.pidFile, encoding: .utf8))?
+          .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        throw DaemonStartError(
+          description:
+            "another swpatchd (pid \(holder)) already serves \(config.socketPath) or \(config.stateDirectory)"
+        )
+      }
+      return fd
+    }
+  }
+
+  private static func writePidFile(_ path: String) throws {
+    try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+  }
+
+  // MARK: Signals
+
+  /// Runs `body` on a dispatch queue when SIGTERM or SIGINT arrives.
+  private static func handleTermination(_ body: @escaping @Sendable (Int32) -> Void)
+    -> [any DispatchSourceSignal]
+  {
+    let queue = DispatchQueue(label: "swpatchd.signals")
+    return [SIGTERM, SIGINT].map { number in
+      signal(number, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+      source.setEventHandler { body(number) }
+      source.resume()
+      return source
+    }
+  }
+}
+
+/// Splits the byte stream into lines; a line over `DaemonProtocol.maxLineBytes` is an
+/// error that closes the connection (a client cannot make the daemon buffer forever).
+final class LineFrameDecoder: ByteToMessageDecoder {
+  typealias InboundOut = ByteBuffer
+
+  struct LineTooLong: Error {}
+
+  func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    if let newline = buffer.readableBytesView.firstIndex(of: 0x0a) {
+      let length = newline - buffer.readerIndex
+      guard length <= DaemonProtocol.maxLineBytes else { throw LineTooLong() }
+      let line = buffer.readSlice(length: length)!
+      buffer.moveReaderIndex(forwardBy: 1)
+      context.fireChannelRead(wrapInboundOut(line))
+      return .continue
+    }
+    guard buffer.readableBytes <= DaemonProtocol.maxLineBytes else { throw LineTooLong() }
+    return .needMoreData
+  }
+
+  /// At EOF a last line without its newline still counts; anything else is dropped.
+  func decodeLast(
+    context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+  ) throws -> DecodingState {
+    if try decode(context: context, buffer: &buffer) == .continue { return .continue }
+    if buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
+      context.fireChannelRead(wrapInboundOut(rest))
+    }
+    return .needMoreData
+  }
+}
+
+/// The kernel's `struct ucred` (SO_PEERCRED), declared here because glibc hides it
+/// behind _GNU_SOURCE.
+private struct UCred: Sendable {
+  var pid: Int32 = 0
+  var uid: UInt32 = 0
+  var gid: UInt32 = 0
+}
+
+/// One connection: learns the peer's credentials, hands each line to the service and
+/// writes the responses back in request order.
+final class RequestHandler: ChannelInboundHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+
+  private let service: DaemonService
+  private var peer: EventLoopFuture<PeerCredentials>?
+  /// The last response written; the next waits for it, so responses keep request order.
+  private var lastReply: EventLoopFuture<Void>?
+  private var inputClosed = false
+
+  init(service: DaemonService) {
+    self.service = service
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    let soPeercred: Int32 = 17
+    guard let provider = context.channel as? SocketOptionProvider else {
+      peer = context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
+      return
+    }
+    let raw: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
+      level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(soPeercred))
+    peer = raw.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
+    context.fireChannelActive()
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let line = Data(unwrapInboundIn(data).readableBytesView)
+    let reply = context.eventLoop.makePromise(of: Data.self)
+    let service = self.service
+    (peer ?? context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)).whenComplete { result in
+      switch result {
+      case .success(let peer):
+        service.handle(line, peer: peer) { reply.succeed($0) }
+      case .failure:
+        reply.succeed(
+          WireCoding.line(
+            Response<NoResult>.failure(
+              ErrorBody(code: "unauthenticated", message: "cannot identify the caller"))))
+      }
+    }
+    let bound = NIOLoopBound((context, self), eventLoop: context.eventLoop)
+    let previous = lastReply ?? context.eventLoop.makeSucceededVoidFuture()
+    lastReply = previous.flatMap { reply.futureResult }.flatMap { bytes in
+      let (context, handler) = bound.value
+      var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+      buffer.writeBytes(bytes)
+      return context.writeAndFlush(handler.wrapOutboundOut(buffer))
+    }.flatMapError { _ in bound.value.0.eventLoop.makeSucceededVoidFuture() }
+  }
+
+  /// A client that closed its sending side still gets its pending responses.
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    guard case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed else {
+      return context.fireUserInboundEventTriggered(event)
+    }
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    (lastReply ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
+      bound.value.close(promise: nil)
+    }
+  }
+
+  /// Oversized lines and broken connections end this connection only.
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if error is LineFrameDecoder.LineTooLong {
+      var buffer = context.channel.allocator.buffer(capacity: 128)
+      buffer.writeBytes(
+        WireCoding.line(
+          Response<NoResult>.failure(
+            ErrorBody(
+              code: "request_too_large", message: "request line over \(DaemonProtocol.maxLineBytes) bytes"))))
+      context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+    context.close(promise: nil)
+  }
+}

@@ -1,0 +1,268 @@
+import Foundation
+import SwpatchPatcher
+import SwpatchProcess
+import SwpatchRegistry
+
+/// What the daemon does with a request, apart from the socket: authorises it, runs
+/// state-changing operations one at a time on the worker queue, records them in the
+/// audit log, answers `status` from the persisted registry without waiting, and keeps
+/// the registry in step with targets that exit.
+public final class DaemonService: @unchecked Sendable {
+  public let engine: Engine
+  public let audit: AuditLog
+  public let stateDirectory: String
+  /// Every state-changing operation runs here, in arrival order, one at a time; inside,
+  /// every ptrace request runs on the one tracer thread.
+  private let worker = DispatchQueue(label: "swpatchd.worker")
+  private let lock = NSLock()
+  /// Hooks whose memory did not match the registry, per pid (see Engine.drift).
+  private var drift: [Int32: [UInt64: String]] = [:]
+  /// Targets dropped because they exited, shown once by the next `status`.
+  private var dropped: [Int32] = []
+  private var stopping = false
+  private var watcher: TargetWatcher?
+
+  public init(stateDirectory: String) {
+    self.stateDirectory = stateDirectory
+    engine = Engine(stateDirectory: stateDirectory)
+    audit = AuditLog(stateDirectory: stateDirectory)
+  }
+
+  // MARK: Start and stop
+
+  /// Loads the registry, drops targets that are gone (audited), watches the rest and
+  /// verifies each hook against the target's memory.
+  public func start() throws {
+    watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
+    let (live, gone) = try engine.store.locked { session in
+      (session.registry.targets, session.dropped)
+    }
+    for id in gone { recordExit(id) }
+    for target in live {
+      watcher?.watch(target.id)
+      verify(target)
+    }
+  }
+
+  /// Refuses new operations, waits for the one in progress (and those queued, which
+  /// are refused), then returns. Patches stay live in the targets.
+  public func shutdown() {
+    lock.withLock { stopping = true }
+    worker.sync {}
+  }
+
+  private var isStopping: Bool { lock.withLock { stopping } }
+
+  // MARK: Requests
+
+  /// Handles one request line from `peer`; `reply` gets exactly one response line.
+  public func handle(_ line: Data, peer: PeerCredentials, reply: @escaping @Sendable (Data) -> Void) {
+    let request: Request
+    do {
+      request = try Self.decode(line)
+    } catch {
+      return reply(WireCoding.line(Response<NoResult>.failure(error)))
+    }
+    switch request.op {
+    case .ping:
+      reply(
+        WireCoding.line(
+          Response.success(
+            PingResult(pid: getpid(), version: DaemonProtocol.version, stateDir: stateDirectory))))
+    case .status:
+      reply(respond { try self.status(pid: request.pid, caller: peer) })
+    case .log:
+      reply(
+        WireCoding.line(
+          Response.success(audit.records(pid: request.pid, uid: peer.isRoot ? nil : peer.uid))))
+    case .attach, .enable, .disable:
+      worker.async { reply(self.change(request, caller: peer)) }
+    }
+  }
+
+  /// Parses a request line, with an error that says what is wrong with it.
+  static func decode(_ line: Data) throws(ErrorBody) -> Request {
+    guard let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
+      throw ErrorBody(code: "bad_request", message: "the request is not a JSON object on one line")
+    }
+    guard let version = object["v"] as? Int else {
+      throw ErrorBody(code: "bad_request", message: "the request has no protocol version 'v'")
+    }
+    guard version == DaemonProtocol.version else {
+      throw ErrorBody(
+        code: "bad_version",
+        message: "protocol version \(version) is not supported; this daemon speaks \(DaemonProtocol.version)")
+    }
+    guard let op = object["op"] as? String else {
+      throw ErrorBody(code: "bad_request", message: "the request has no operation 'op'")
+    }
+    guard Operation(rawValue: op) != nil else {
+      let known = Operation.allCases.map(\.rawValue).joined(separator: ", ")
+      throw ErrorBody(code: "unknown_operation", message: "unknown operation '\(op)'; known: \(known)")
+    }
+    do {
+      let request = try JSONDecoder().decode(Request.self, from: line)
+      try request.checkFields()
+      return request
+    } catch let error as ErrorBody {
+      throw error
+    } catch {
+      throw ErrorBody(code: "bad_request", message: "malformed '\(op)' request: \(describe(error))")
+    }
+  }
+
+  // MARK: status
+
+  private func status(pid: Int32?, caller: PeerCredentials) throws -> StatusResult {
+    let registry = try engine.store.snapshot()
+    let visible = registry.targets.filter { target in
+      (pid == nil || target.id.pid == pid)
+        && (caller.isRoot || TargetProcess.credentials(of: target.id.pid)?.uids.first == caller.uid)
+    }
+    var report = StatusReport(targets: visible)
+    let (found, exited) = lock.withLock { () -> ([Int32: [UInt64: String]], [Int32]) in
+      let shown = dropped.filter { pid == nil || $0 == pid }
+      dropped.removeAll { shown.contains($0) }
+      return (drift, shown)
+    }
+    report.mark(drift: found)
+    return StatusResult(targets: report.targets, dropped: exited)
+  }
+
+  // MARK: attach, enable, disable
+
+  /// Runs one state-changing request on the worker queue and audits it.
+  private func change(_ request: Request, caller: PeerCredentials) -> Data {
+    let pid = request.pid!
+    let startTime = try? TargetProcess.inspect(pid).startTime
+    var record = AuditRecord(
+      uid: caller.uid, callerPid: caller.pid, pid: pid, startTime: startTime,
+      operation: request.op.rawValue, patch: request.patchID, result: "ok",
+      options: request.options ?? OperationOptions())
+    do {
+      guard !isStopping else {
+        throw ErrorBody(code: "shutting_down", message: "the daemon is shutting down; retry in a moment")
+      }
+      let report = try perform(request, caller: caller, record: &record)
+      record.stoppedUs = report.stoppedMicroseconds
+      if !report.dryRun { record.result = "ok" } else { record.result = "dry_run" }
+      audit.append(record)
+      afterChange(pid: pid)
+      return WireCoding.line(Response.success(report))
+    } catch {
+      let body = Self.errorBody(error)
+      record.result = "refused"
+      record.code = body.code
+      record.message = body.message
+      audit.append(record)
+      afterChange(pid: pid)
+      return WireCoding.line(Response<NoResult>.failure(body))
+    }
+  }
+
+  private func perform(
+    _ request: Request, caller: PeerCredentials, record: inout AuditRecord
+  ) throws -> OperationReport {
+    let pid = request.pid!
+    let options = request.options ?? OperationOptions()
+    switch request.op {
+    case .attach:
+      let path = request.patchPath!
+      let folder = (path as NSString).deletingLastPathComponent
+      let file = try PatchFile.parse(Data(request.patch!.utf8), path: path, folder: folder)
+      record.patch = file.id
+      try Authorizer.mayChange(pid: pid, library: file.library, caller: caller)
+      return try engine.attach(pid: pid, patch: file, policy: request.policy, options: options)
+    case .enable:
+      try Authorizer.mayChange(pid: pid, library: nil, caller: caller)
+      return try engine.enable(pid: pid, patchID: request.patchID!, options: options)
+    default:
+      try Authorizer.mayChange(pid: pid, library: nil, caller: caller)
+      return try engine.disable(pid: pid, patchID: request.patchID!, options: options)
+    }
+  }
+
+  /// After any operation on `pid`: watch it if it is now patched, and re-verify it.
+  private func afterChange(pid: Int32) {
+    guard let registry = try? engine.store.snapshot(),
+      let target = registry.targets.first(where: { $0.id.pid == pid })
+    else { return }
+    watcher?.watch(target.id)
+    verify(target)
+  }
+
+  /// Compares the target's memory with the registry and remembers any drift.
+  private func verify(_ target: TargetState) {
+    let found = engine.drift(of: target)
+    lock.withLock { drift[target.id.pid] = found.isEmpty ? nil : found }
+  }
+
+  // MARK: Targets that exit
+
+  private func targetExited(_ id: TargetID) {
+    recordExit(id)
+    // Persist the drop; the registry store drops exited targets whenever it is locked.
+    worker.async { [engine] in _ = try? engine.store.locked { _ in } }
+  }
+
+  private func recordExit(_ id: TargetID) {
+    lock.withLock {
+      drift[id.pid] = nil
+      dropped.append(id.pid)
+    }
+    audit.append(
+      AuditRecord(
+        uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: "exit", patch: nil,
+        result: "dropped", message: "the target exited; its registry entries were dropped"))
+  }
+
+  // MARK: Errors
+
+  static func errorBody(_ error: any Error) -> ErrorBody {
+    if let body = error as? ErrorBody { return body }
+    return ErrorBody(code: errorCode(error), message: "\(error)")
+  }
+
+  private func respond<T: Codable & Sendable>(_ body: () throws -> T) -> Data {
+    do {
+      return WireCoding.line(Response.success(try body()))
+    } catch {
+      return WireCoding.line(Response<NoResult>.failure(Self.errorBody(error)))
+    }
+  }
+}
+
+extension Request {
+  /// The fields each operation needs.
+  func checkFields() throws(ErrorBody) {
+    func missing(_ field: String) -> ErrorBody {
+      ErrorBody(code: "bad_request", message: "'\(op.rawValue)' needs '\(field)'")
+    }
+    switch op {
+    case .attach:
+      guard pid != nil else { throw missing("pid") }
+      guard patch != nil else { throw missing("patch") }
+      guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
+    case .enable, .disable:
+      guard pid != nil else { throw missing("pid") }
+      guard patchID != nil else { throw missing("patch_id") }
+    case .status, .log, .ping:
+      break
+    }
+  }
+}
+
+/// A decoding error in one line: the path to the bad field and what was wrong.
+private func describe(_ error: any Error) -> String {
+  guard let error = error as? DecodingError else { return "\(error)" }
+  func path(_ context: DecodingError.Context) -> String {
+    context.codingPath.map(\.stringValue).joined(separator: ".")
+  }
+  switch error {
+  case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
+  case .typeMismatch(_, let context), .valueNotFound(_, let context):
+    return "'\(path(context))' has the wrong type"
+  case .dataCorrupted(let context): return "'\(path(context))' is invalid"
+  @unknown default: return "\(error)"
+  }
+}
