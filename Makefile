@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev pkg-config gcc make
+DEB_PACKAGES := libelf-dev libdw-dev libcapstone-dev pkg-config gcc make
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
