@@ -40,6 +40,8 @@ public func errorCode(_ error: any Error) -> String {
     case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
     case .buildIDMismatch: return "build_id_mismatch"
     case .ifunc: return "ifunc"
+    case .signatureMismatch: return "signature_mismatch"
+    case .branchIntoEntry: return "branch_into_entry"
     }
   default: return "error"
   }

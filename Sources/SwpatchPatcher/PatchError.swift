@@ -14,6 +14,10 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case buildIDMismatch(object: String, expected: String, actual: String?)
   /// `old` names an STT_GNU_IFUNC symbol: its resolver, not the implementation.
   case ifunc(name: String, object: String, example: String?)
+  /// The DWARF prototypes of `old` and `new` differ (and `force` was not given).
+  case signatureMismatch(old: String, new: String)
+  /// A direct branch at `from` lands at `to`, inside the bytes the entry jump rewrites.
+  case branchIntoEntry(function: String, from: UInt64, to: UInt64, entry: UInt64)
 
   public var description: String {
     switch self {
@@ -50,6 +54,11 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       let hint = example.map { " (e.g. \($0))" } ?? ""
       return
         "'\(name)' in \(object) is an IFUNC resolver; patching it would not change the implementation the process uses — name the implementation\(hint) instead"
+    case .signatureMismatch(let old, let new):
+      return "signature mismatch: \(old) vs \(new); use --force to patch anyway"
+    case .branchIntoEntry(let function, let from, let to, let entry):
+      return
+        "function '\(function)' has a branch (at 0x\(String(from, radix: 16))) back to \(function)+\(to - entry), inside the bytes the entry jump overwrites; it cannot be patched safely (patch its callers instead)"
     }
   }
 }

@@ -209,6 +209,8 @@ struct CLIResult {
 final class Workspace: @unchecked Sendable {
   let directory: String
   var stateDir: String { directory + "/state" }
+  /// Extra environment for every swpatch run (SWPATCH_DEBUG_ROOT, say).
+  var env: [String: String] = [:]
 
   init() {
     directory = NSTemporaryDirectory() + "swpatch-test-" + UUID().uuidString
@@ -221,7 +223,9 @@ final class Workspace: @unchecked Sendable {
   func swpatch(_ args: String...) -> CLIResult { run(args) }
 
   func run(_ args: [String]) -> CLIResult {
-    guard let (pid, fd) = try? spawn(Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": stateDir])
+    guard
+      let (pid, fd) = try? spawn(
+        Paths.swpatch, args, env: env.merging(["SWPATCH_STATE_DIR": stateDir]) { $1 })
     else { return CLIResult(status: -1, output: "spawn failed") }
     var data = Data()
     drain(fd) { data.append(contentsOf: $0) }
