@@ -20,7 +20,8 @@ struct Swpatch: ParsableCommand {
         swpatch disable 4242 fix-compute    # roll the patch back
 
       Exit codes: 0 success, 1 refused or failed (nothing changed), 64 bad usage.
-      State: SWPATCH_STATE_DIR (default /var/lib/swpatch).
+      State: SWPATCH_STATE_DIR (default /var/lib/swpatch). Debug files: SWPATCH_DEBUG_ROOT
+      (default /usr/lib/debug).
       """,
     subcommands: [Attach.self, Enable.self, Disable.self, Status.self, Symbols.self])
 }
