@@ -50,7 +50,7 @@ public enum DebugFiles {
   }
 
   /// The CRC-32 (IEEE, as gdb and objcopy compute it for debug links) of a whole file.
-  static func crc32(ofFileAt path: String) -> UInt32? {
+  public static func crc32(ofFileAt path: String) -> UInt32? {
     guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
     defer { try? handle.close() }
     var crc: UInt32 = 0xffff_ffff

@@ -282,3 +282,30 @@ import Testing
     #expect(full.hasSymtab && !stripped.hasSymtab)
   }
 }
+
+/// The debug file search accepts only a file that belongs to the object.
+@Suite struct DebugFilesTests {
+  @Test func debugLinkCRCIsTheOneObjcopyRecorded() throws {
+    let stripped = try ElfFile(path: Paths.fixture("split-link"))
+    let link = try #require(stripped.debugLink)
+    #expect(link.name == "split-link.debug")
+    #expect(DebugFiles.crc32(ofFileAt: Paths.fixture("split-link.debug")) == link.crc)
+  }
+
+  @Test func aDebugFileWithAnotherBuildIDIsIgnored() throws {
+    let ws = Workspace()
+    let loop = try ElfFile(path: Paths.fixture("loop-nodebug"))
+    let id = try #require(loop.buildID)
+    let folder = ws.directory + "/root/.build-id/\(id.prefix(2))"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let wrong = try #require(
+      FileManager.default.contentsOfDirectory(atPath: Paths.fixture("debugroot/.build-id")).first)
+    let source = Paths.fixture("debugroot/.build-id/\(wrong)")
+    let file = try #require(FileManager.default.contentsOfDirectory(atPath: source).first)
+    try FileManager.default.copyItem(
+      atPath: source + "/" + file, toPath: folder + "/\(id.dropFirst(2)).debug")
+    #expect(DebugFiles.find(for: loop, path: loop.path, root: ws.directory + "/root") == nil)
+    let split = try ElfFile(path: Paths.fixture("split"))
+    #expect(DebugFiles.find(for: split, path: split.path, root: Paths.fixture("debugroot")) != nil)
+  }
+}
