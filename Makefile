@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev libssl-dev pkg-config gcc make util-linux
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc binutils make util-linux
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
@@ -50,6 +50,28 @@ $(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)
 	$(CC) -O2 -fipa-cp-clone -g -Wall -Wextra -fcf-protection=none -o $@ $<
+# DWARF and entry checks: loop without -g (signatures cannot be checked); -O2 code
+# with a function inlined at known lines; assembly that loops back into its entry; and
+# a binary split from its debug info: `split` finds it only through the build-id tree
+# under debugroot/ (SWPATCH_DEBUG_ROOT in the tests), `split-link` only through the
+# .gnu_debuglink next to it.
+$(FIXOUT)/loop-nodebug: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
+	$(CC) -O1 -Wall -Wextra -fcf-protection=none -o $@ $^
+$(FIXOUT)/inlined: $(FIX)/inlined.c | $(FIXOUT)
+	$(CC) -O2 -g -Wall -Wextra -fcf-protection=none -o $@ $<
+$(FIXOUT)/loopback: $(FIX)/loopback.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
+$(FIXOUT)/split-full: $(FIX)/split.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
+$(FIXOUT)/split: $(FIXOUT)/split-full
+	id=$$(readelf -n $< | awk '/Build ID/ {print $$3}'); \
+	  mkdir -p $(FIXOUT)/debugroot/.build-id/$${id:0:2}; \
+	  objcopy --only-keep-debug $< $(FIXOUT)/debugroot/.build-id/$${id:0:2}/$${id:2}.debug
+	strip --strip-all -o $@ $<
+$(FIXOUT)/split-link: $(FIXOUT)/split-full
+	objcopy --only-keep-debug $< $@.debug
+	strip --strip-all -o $@ $<
+	cd $(FIXOUT) && objcopy --add-gnu-debuglink=split-link.debug split-link
 # A second tracer, and an object file that is not a shared object (bad-input tests).
 $(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
@@ -65,6 +87,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
+  $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

@@ -18,6 +18,8 @@ let package = Package(
     .systemLibrary(name: "CElfDw", pkgConfig: "libdw", providers: [.apt(["libelf-dev", "libdw-dev"])]),
     // C interop: OpenSSL's libcrypto, for the SHA-256 of patch libraries.
     .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+    // C interop: the Capstone disassembler, to find branches into bytes a jump overwrites.
+    .systemLibrary(name: "CCapstone", pkgConfig: "capstone", providers: [.apt(["libcapstone-dev"])]),
     // C interop: what Swift cannot import (variadic ptrace, wait-status macros).
     .target(name: "CSwpatchShim"),
     // Process control: ptrace sessions on one thread, memory, remote syscalls and calls.
@@ -26,8 +28,8 @@ let package = Package(
       dependencies: ["CSwpatchShim", .product(name: "SystemPackage", package: "swift-system")]),
     // Symbols: ELF symbol tables and load bias of the objects process control finds mapped.
     .target(name: "SwpatchSymbols", dependencies: ["CElfDw", "SwpatchProcess"]),
-    // x86-64 encoding of the jumps and trampoline slots.
-    .target(name: "SwpatchX86"),
+    // x86-64 encoding of the jumps and trampoline slots; decoding of branches (Capstone).
+    .target(name: "SwpatchX86", dependencies: ["CCapstone"]),
     // Pure logic: hooks, func stacks, policies, plans. No I/O.
     .target(name: "SwpatchRegistry"),
     // Executes a plan transactionally inside one stop of the target.

@@ -46,11 +46,12 @@ public enum DaemonServer {
       service.shutdown()
       unlink(config.socketPath)
       unlink(config.pidFile)
-      _ = locks
       exit(0)
     }
-    _ = signals
-    try channel.closeFuture.wait()
+    // The signal sources and lock descriptors must live as long as the server: an
+    // optimised build would otherwise release them early, and SIGTERM (set to SIG_IGN
+    // for the source) would then be ignored.
+    try withExtendedLifetime((signals, locks)) { try channel.closeFuture.wait() }
     // The listening socket closed by itself: serve no more, but still finish cleanly.
     service.shutdown()
     unlink(config.pidFile)

@@ -45,21 +45,26 @@ public struct OperationOptions: Codable, Sendable, Equatable {
   public var dryRun: Bool
   /// Bound, in seconds, on a remote call (dlopen) in the target.
   public var loadTimeout: Double
+  /// Patch even when the DWARF prototypes of `old` and `new` differ (the report notes it).
+  public var force: Bool
 
-  public init(dryRun: Bool = false, loadTimeout: Double = 5) {
+  public init(dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false) {
     self.dryRun = dryRun
     self.loadTimeout = loadTimeout
+    self.force = force
   }
 
   enum CodingKeys: String, CodingKey {
     case dryRun = "dry_run"
     case loadTimeout = "load_timeout"
+    case force
   }
 
   public init(from decoder: any Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
     loadTimeout = try c.decodeIfPresent(Double.self, forKey: .loadTimeout) ?? 5
+    force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
   }
 
   var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
@@ -96,10 +101,15 @@ public final class Engine: @unchecked Sendable {
     return try store.locked { session in
       let image = try ProcessImage(pid: pid)
       try checkBuildIDs(file.buildIDs, image: image)
+      let id = TargetID(pid: pid, startTime: process.startTime)
+      let state =
+        session.registry.target(id)
+        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack)
+      let checks = FunctionChecks(image: image, process: process, library: library, force: options.force)
       var sizes: [UInt64: UInt64] = [:]
       var sites: [FunctionSite] = []
       var notes: [String] = []
-      for function in file.functions {
+      for (function, newSymbol) in zip(file.functions, newSymbols) {
         let old = try image.resolve(function.old, in: function.object, sympos: function.sympos)
         guard old.kind != .ifunc else {
           throw PatchError.ifunc(
@@ -113,13 +123,13 @@ public final class Engine: @unchecked Sendable {
           )
         }
         try checkRoom(old, process: process)
-        sizes[old.address] = old.size
+        // A hooked function's entry already holds our jump: its code was checked then.
+        sizes[old.address] =
+          state.hook(at: old.address) == nil ? try checks.rewritableSize(of: old) : old.size
+        notes += try checks.signatureNotes(old: old, new: newSymbol)
+        notes += checks.inlineNotes(old: old)
         sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
       }
-      let id = TargetID(pid: pid, startTime: process.startTime)
-      let state =
-        session.registry.target(id)
-        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack)
       func patch(bias: UInt64) -> Patch {
         Patch(
           id: file.id, library: file.library,
@@ -275,7 +285,7 @@ public final class Engine: @unchecked Sendable {
   private func openLibrary(_ path: String, shownAs: String) throws -> ElfFile {
     let library: ElfFile
     do {
-      library = try ElfFile(path: path)
+      library = try SymbolCache.shared.file(at: path)
     } catch .cannotOpen(_, let reason) {
       throw SymbolError.badLibrary(path: shownAs, reason: "is \(reason)")
     }

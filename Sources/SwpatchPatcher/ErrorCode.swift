@@ -41,6 +41,8 @@ public func errorCode(_ error: any Error) -> String {
     case .buildIDMismatch: return "build_id_mismatch"
     case .ifunc: return "ifunc"
     case .libraryStore: return "state_dir"
+    case .signatureMismatch: return "signature_mismatch"
+    case .branchIntoEntry: return "branch_into_entry"
     }
   default: return "error"
   }

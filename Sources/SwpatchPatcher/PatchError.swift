@@ -16,6 +16,10 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case ifunc(name: String, object: String, example: String?)
   /// The daemon's library store could not keep a copy of the library.
   case libraryStore(reason: String)
+  /// The DWARF prototypes of `old` and `new` differ (and `force` was not given).
+  case signatureMismatch(old: String, new: String)
+  /// A direct branch at `from` lands at `to`, inside the bytes the entry jump rewrites.
+  case branchIntoEntry(function: String, from: UInt64, to: UInt64, entry: UInt64)
 
   public var description: String {
     switch self {
@@ -54,6 +58,11 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
         "'\(name)' in \(object) is an IFUNC resolver; patching it would not change the implementation the process uses — name the implementation\(hint) instead"
     case .libraryStore(let reason):
       return "the library store failed: \(reason); check the state directory's disk space and permissions"
+    case .signatureMismatch(let old, let new):
+      return "signature mismatch: \(old) vs \(new); use --force to patch anyway"
+    case .branchIntoEntry(let function, let from, let to, let entry):
+      return
+        "function '\(function)' has a branch (at 0x\(String(from, radix: 16))) back to \(function)+\(to - entry), inside the bytes the entry jump overwrites; it cannot be patched safely (patch its callers instead)"
     }
   }
 }

@@ -56,6 +56,12 @@ public final class ElfFile: @unchecked Sendable {
   public private(set) var buildID: String?
   /// PT_LOAD segments as (file offset, virtual address), for computing the load bias.
   public private(set) var loadSegments: [(offset: UInt64, vaddr: UInt64)] = []
+  /// True when the file has a `.symtab` (a stripped object has only `.dynsym`).
+  public private(set) var hasSymtab = false
+  /// True when the file carries DWARF (`.debug_info` with contents, not NOBITS).
+  public private(set) var hasDebugInfo = false
+  /// The `.gnu_debuglink` of a stripped object: the debug file's name and its CRC-32.
+  public private(set) var debugLink: (name: String, crc: UInt32)?
   private var byName: [String: [ElfSymbol]] = [:]
   /// Clone names by the name they were cloned from, indexed once so that looking up
   /// the clones of a function is a hash lookup, not a scan of every name.
@@ -64,9 +70,18 @@ public final class ElfFile: @unchecked Sendable {
   public static let x86_64: UInt16 = 62
   public static let sharedObject: UInt16 = 3
 
-  /// Opens and indexes `path`; fails when it is not a 64-bit ELF file.
-  public init(path: String) throws(SymbolError) {
+  /// The key `SymbolCache` files this parse under.
+  public let cacheKey: String
+
+  /// Opens and indexes `path`; fails when it is not a 64-bit ELF file. Prefer
+  /// `SymbolCache.shared.file(at:)`, which parses each object once.
+  public convenience init(path: String) throws(SymbolError) {
+    try self.init(path: path, cacheKey: Self.cacheKey(path: path))
+  }
+
+  init(path: String, cacheKey: String) throws(SymbolError) {
     self.path = path
+    self.cacheKey = cacheKey
     _ = elf_version(UInt32(EV_CURRENT))
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
@@ -86,6 +101,36 @@ public final class ElfFile: @unchecked Sendable {
     machine = ehdr.e_machine
     readProgramHeaders(elf)
     readSections(elf)
+  }
+
+  /// What identifies this file's contents for `SymbolCache`: the GNU build id and the
+  /// file size (a stripped object, its unstripped original and its debug file share a
+  /// build id but not a size), else the file's device, inode, size and mtime. Reads
+  /// only the headers and notes, not the symbols.
+  static func cacheKey(path: String) throws(SymbolError) -> String {
+    _ = elf_version(UInt32(EV_CURRENT))  // libelf refuses every file until this is called
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+      throw .cannotOpen(path: path, reason: String(cString: strerror(errno)))
+    }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw .cannotOpen(path: path, reason: "cannot stat") }
+    guard let elf = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
+      throw .cannotOpen(path: path, reason: "not an ELF file")
+    }
+    defer { elf_end(elf) }
+    var scn = elf_nextscn(elf, nil)
+    while let section = scn {
+      var shdr = GElf_Shdr()
+      if gelf_getshdr(section, &shdr) != nil, shdr.sh_type == UInt32(SHT_NOTE),
+        let id = buildID(in: section)
+      {
+        return "build-id:\(id):\(info.st_size)"
+      }
+      scn = elf_nextscn(elf, section)
+    }
+    return "file:\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
   }
 
   /// Every definition named `name` that is code or data (not undefined references).
@@ -152,10 +197,15 @@ public final class ElfFile: @unchecked Sendable {
     var symtab: OpaquePointer?
     var dynsym: OpaquePointer?
     var versym: OpaquePointer?
+    var names = 0
+    _ = elf_getshdrstrndx(elf, &names)
     var scn = elf_nextscn(elf, nil)
     while let section = scn {
       var shdr = GElf_Shdr()
       if gelf_getshdr(section, &shdr) != nil {
+        let name = elf_strptr(elf, names, Int(shdr.sh_name)).map { String(cString: $0) } ?? ""
+        if name == ".debug_info" && shdr.sh_type != UInt32(SHT_NOBITS) { hasDebugInfo = true }
+        if name == ".gnu_debuglink" { debugLink = Self.debugLink(in: section) }
         switch shdr.sh_type {
         case UInt32(SHT_SYMTAB): symtab = section
         case UInt32(SHT_DYNSYM): dynsym = section
@@ -166,6 +216,7 @@ public final class ElfFile: @unchecked Sendable {
       }
       scn = elf_nextscn(elf, section)
     }
+    hasSymtab = symtab != nil
     if let symtab {
       index(elf, symtab, versions: nil)
     } else if let dynsym {
@@ -210,11 +261,29 @@ public final class ElfFile: @unchecked Sendable {
       {
         hidden = buf.load(fromByteOffset: i * 2, as: UInt16.self) & 0x8000 != 0
       }
+      var name = String(cString: cName)
+      // In .symtab a versioned definition carries its version in its name: `dlopen@@GLIBC_2.34`
+      // is the default version, `dlopen@GLIBC_2.2.5` a hidden one (as .dynsym's versym says).
+      if versions == nil, let at = name.firstIndex(of: "@"), at > name.startIndex {
+        hidden = !name[at...].hasPrefix("@@")
+        name = String(name[..<at])
+      }
       let symbol = ElfSymbol(
-        name: String(cString: cName), value: sym.st_value, size: sym.st_size,
+        name: name, value: sym.st_value, size: sym.st_size,
         binding: SymbolBinding(info: sym.st_info), kind: kind, hiddenVersion: hidden)
       byName[symbol.name, default: []].append(symbol)
     }
+  }
+
+  /// `.gnu_debuglink`: a NUL-terminated file name, padded to 4 bytes, then a CRC-32.
+  private static func debugLink(in section: OpaquePointer) -> (name: String, crc: UInt32)? {
+    guard let data = elf_getdata(section, nil), let base = data.pointee.d_buf else { return nil }
+    let bytes = UnsafeRawBufferPointer(start: base, count: data.pointee.d_size)
+    guard let nul = bytes.firstIndex(of: 0) else { return nil }
+    let crcOffset = (nul + 4) & ~3
+    guard nul > 0, crcOffset + 4 <= bytes.count else { return nil }
+    let crc = bytes.loadUnaligned(fromByteOffset: crcOffset, as: UInt32.self)
+    return (String(decoding: bytes[..<nul], as: UTF8.self), UInt32(littleEndian: crc))
   }
 
   /// Reads NT_GNU_BUILD_ID from a note section.

@@ -14,6 +14,9 @@ public struct LoadedObject: Sendable {
   public let loadBias: UInt64
   public let isMainExecutable: Bool
   public let buildID: String?
+  /// The separate debug file found for the object (`/usr/lib/debug/.build-id/...`), if
+  /// it needed one: it has no `.symtab` or no DWARF of its own.
+  public let debugFile: String?
 
   public var inode: UInt64 { mappings.first?.inode ?? 0 }
   public var device: String { mappings.first?.device ?? "" }
@@ -42,8 +45,11 @@ public final class ProcessImage: @unchecked Sendable {
   public let pid: Int32
   public let objects: [LoadedObject]
   private var files: [String: ElfFile]
+  /// Separate debug files by the object's open path.
+  private var debugFiles: [String: ElfFile]
 
-  /// Reads /proc/PID/maps and opens every file-backed object once.
+  /// Reads /proc/PID/maps and opens every file-backed object (parsed once per build id,
+  /// through SymbolCache), and the debug files of those that are stripped.
   public init(pid: Int32) throws(SymbolError) {
     self.pid = pid
     guard let maps = try? ProcessMaps.read(pid: pid) else { throw .processGone(pid: pid) }
@@ -59,6 +65,7 @@ public final class ProcessImage: @unchecked Sendable {
     }
     var objects: [LoadedObject] = []
     var files: [String: ElfFile] = [:]
+    var debugFiles: [String: ElfFile] = [:]
     for key in order {
       let mappings = groups[key]!
       guard let first = mappings.min(by: { $0.start < $1.start }) else { continue }
@@ -67,20 +74,47 @@ public final class ProcessImage: @unchecked Sendable {
         first.path.hasSuffix(" (deleted)") ? String(first.path.dropLast(10)) : first.path
       let openPath = access(mapFiles, R_OK) == 0 ? mapFiles : "/proc/\(pid)/root\(cleanPath)"
       // Not every mapped file is ELF (locale archives, fonts): skip what libelf rejects.
-      guard let elf = try? ElfFile(path: openPath) else { continue }
+      guard let elf = try? SymbolCache.shared.file(at: openPath) else { continue }
       files[openPath] = elf
+      if !elf.hasSymtab || !elf.hasDebugInfo {
+        debugFiles[openPath] = DebugFiles.find(for: elf, path: cleanPath, fileSystem: "/proc/\(pid)/root")
+      }
       objects.append(
         LoadedObject(
           path: first.path, name: (cleanPath as NSString).lastPathComponent, openPath: openPath,
           mappings: mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
-          isMainExecutable: first.inode == exeInode, buildID: elf.buildID))
+          isMainExecutable: first.inode == exeInode, buildID: elf.buildID,
+          debugFile: debugFiles[openPath]?.path))
     }
     // The main executable is searched first, then shared objects in load order.
     self.objects = objects.filter(\.isMainExecutable) + objects.filter { !$0.isMainExecutable }
     self.files = files
+    self.debugFiles = debugFiles
   }
 
-  public func elf(of object: LoadedObject) -> ElfFile? { files[object.openPath] }
+  /// The file whose symbols describe `object`: the object itself, or its separate debug
+  /// file when the object is stripped of `.symtab` and the debug file has one.
+  public func elf(of object: LoadedObject) -> ElfFile? {
+    guard let elf = files[object.openPath] else { return nil }
+    if !elf.hasSymtab, let debug = debugFiles[object.openPath], debug.hasSymtab { return debug }
+    return elf
+  }
+
+  /// The DWARF of `object`: its own, else its separate debug file's.
+  public func dwarf(of object: LoadedObject) -> DwarfInfo? {
+    guard let elf = files[object.openPath] else { return nil }
+    if elf.hasDebugInfo { return SymbolCache.shared.dwarf(of: elf) }
+    return debugFiles[object.openPath].flatMap { SymbolCache.shared.dwarf(of: $0) }
+  }
+
+  /// What DWARF says about a resolved function: its prototype and inline sites; nil
+  /// when neither the object nor its debug file describes it.
+  public func dwarfFunction(_ symbol: ResolvedSymbol) -> DwarfFunction? {
+    guard let object = object(containing: symbol.address), let dwarf = dwarf(of: object) else {
+      return nil
+    }
+    return dwarf.function(at: symbol.address &- object.loadBias)
+  }
 
   /// The object that maps `address`, if any.
   public func object(containing address: UInt64) -> LoadedObject? {

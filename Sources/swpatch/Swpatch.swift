@@ -29,6 +29,7 @@ struct Swpatch: ParsableCommand {
       Exit codes: 0 success, 1 refused or failed (nothing changed), 64 bad usage.
       Environment: SWPATCH_SOCKET (default /run/swpatch/swpatchd.sock),
       SWPATCH_STATE_DIR (default /var/lib/swpatch).
+      Debug files: SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
       """,
     subcommands: [
       Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, Daemon.self,
@@ -140,6 +141,8 @@ struct Attach: ParsableCommand {
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @Option(help: "Seconds the library load (dlopen in the target) may take before it is abandoned.")
   var loadTimeout: Double = 5
+  @Flag(help: "Patch even when the DWARF signatures of old and new differ (the report notes it).")
+  var force = false
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
@@ -156,7 +159,7 @@ struct Attach: ParsableCommand {
       }
       let request = Request(
         op: .attach, pid: pid, patch: String(decoding: data, as: UTF8.self), patchPath: path,
-        policy: policy, options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout))
+        policy: policy, options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force))
       return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)
@@ -327,8 +330,10 @@ struct Symbols: ParsableCommand {
     abstract: "Resolve function names in a running process.",
     discussion: """
       Prints, per name, the object that defines it, its runtime address, size, binding,
-      kind (function or ifunc), the object's build id and the function's compiler clones
-      (name.constprop.N, name.isra.N, name.part.N, name.cold), or why it cannot be resolved. Example:
+      kind (function or ifunc), the object's build id, the function's compiler clones
+      (name.constprop.N, name.isra.N, name.part.N, name.cold), and from DWARF (the object's
+      or its separate debug file's, under $SWPATCH_DEBUG_ROOT or /usr/lib/debug) its
+      prototype and the lines where it was inlined; or why it cannot be resolved. Example:
         swpatch symbols 4242 compute dlopen --json
       """)
   @Argument(help: "Pid of the process.") var pid: Int32
@@ -347,11 +352,19 @@ struct Symbols: ParsableCommand {
     var buildID: String?
     /// Compiler clones of the function in the same object (`compute.constprop.0`).
     var clones: [String]?
+    /// The DWARF prototype (`int compute(int)`), when DWARF describes the function.
+    var prototype: String?
+    /// Where the function was inlined (`app.c:41`), when DWARF describes it.
+    var inlineSites: [String]?
+    /// The separate debug file the symbols or DWARF came from, if any.
+    var debugFile: String?
     var error: String?
     var code: String?
     enum CodingKeys: String, CodingKey {
-      case name, object, path, address, size, binding, kind, sympos, clones, error, code
+      case name, object, path, address, size, binding, kind, sympos, clones, prototype, error, code
       case buildID = "build_id"
+      case inlineSites = "inline_sites"
+      case debugFile = "debug_file"
     }
   }
 
@@ -370,10 +383,13 @@ struct Symbols: ParsableCommand {
           }
         }
         return found.map {
-          Line(
+          let dwarf = image.dwarfFunction($0)
+          return Line(
             name: name, object: $0.object, path: $0.objectPath, address: hexAddress($0.address),
             size: $0.size, binding: $0.binding.rawValue, kind: $0.kind.rawValue, sympos: $0.sympos,
-            buildID: $0.buildID, clones: image.clones(of: name, in: $0.object).map(\.name))
+            buildID: $0.buildID, clones: image.clones(of: name, in: $0.object).map(\.name),
+            prototype: dwarf.map { "\($0.prototype)" }, inlineSites: dwarf?.inlineSites.map(\.description),
+            debugFile: image.object(containing: $0.address)?.debugFile)
         }
       }
     } text: { lines in
@@ -385,6 +401,10 @@ struct Symbols: ParsableCommand {
           "build_id=\(line.buildID ?? "none")",
         ].joined(separator: "  ")
           + ((line.clones ?? []).isEmpty ? "" : "  clones=\(line.clones!.joined(separator: ","))")
+          + ((line.inlineSites ?? []).isEmpty
+            ? "" : "  inline_sites=\(line.inlineSites!.joined(separator: ","))")
+          + (line.debugFile.map { "  debug_file=\($0)" } ?? "")
+          + (line.prototype.map { "\n  \($0)" } ?? "")
       }.joined(separator: "\n")
     }
     if failed { throw ExitCode.failure }
