@@ -28,6 +28,7 @@ public func errorCode(_ error: any Error) -> String {
     case .objectNotLoaded: return "object_not_loaded"
     case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
     case .notAFunction: return "not_a_function"
+    case .unwindFailed: return "stack_unwind_failed"
     }
   case let e as PatchError:
     switch e {
@@ -40,6 +41,8 @@ public func errorCode(_ error: any Error) -> String {
     case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
     case .buildIDMismatch: return "build_id_mismatch"
     case .ifunc: return "ifunc"
+    case .stackCheckTimedOut: return "stack_check_timeout"
+    case .unknownFunctionSize: return "unknown_function_size"
     }
   default: return "error"
   }

@@ -14,6 +14,11 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case buildIDMismatch(object: String, expected: String, actual: String?)
   /// `old` names an STT_GNU_IFUNC symbol: its resolver, not the implementation.
   case ifunc(name: String, object: String, example: String?)
+  /// `--consistency stack`: a thread stayed inside a version being switched away from
+  /// for the whole `--retry-for`.
+  case stackCheckTimedOut(blocker: String, retriedFor: Double, retries: Int)
+  /// A version to check has no symbol size, so its code cannot be told from the rest.
+  case unknownFunctionSize(function: String, address: UInt64)
 
   public var description: String {
     switch self {
@@ -50,6 +55,12 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       let hint = example.map { " (e.g. \($0))" } ?? ""
       return
         "'\(name)' in \(object) is an IFUNC resolver; patching it would not change the implementation the process uses — name the implementation\(hint) instead"
+    case .stackCheckTimedOut(let blocker, let retriedFor, let retries):
+      return
+        "\(blocker); retried for \(formatSeconds(retriedFor)) s (\(retries) retries); nothing was changed; try again later or use --consistency entry"
+    case .unknownFunctionSize(let function, let address):
+      return
+        "cannot check stacks for '\(function)' at 0x\(String(address, radix: 16)): its symbol has no size; nothing was changed; use --consistency entry"
     }
   }
 }

@@ -33,10 +33,42 @@ struct CommonOptions: ParsableArguments {
   @Option(help: "State directory holding the registry (default: $SWPATCH_STATE_DIR or /var/lib/swpatch).")
   var stateDir: String?
 
-  func engine() -> Engine { Engine(stateDirectory: RegistryStore.defaultDirectory(explicit: stateDir)) }
+  func engine() -> Engine {
+    let engine = Engine(stateDirectory: RegistryStore.defaultDirectory(explicit: stateDir))
+    // Waiting for a thread to leave a function can take seconds: say so (not in --json,
+    // whose stdout must stay one document).
+    if !json { engine.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) } }
+    return engine
+  }
 }
 
 extension DisablePolicy: ExpressibleByArgument {}
+extension Consistency: ExpressibleByArgument {}
+
+/// `--consistency` and `--retry-for`, shared by attach, enable and disable.
+struct ConsistencyOptions: ParsableArguments {
+  @Option(help: "When functions switch: stack (no thread inside them; wait and retry) or entry (at once).")
+  var consistency: Consistency = .stack
+
+  @Option(
+    help:
+      "How long stack consistency retries while a thread is inside: 5s, 500ms, 2.5 (seconds); 0-600 s. (default: 5s)",
+    transform: { text in
+      guard let seconds = OperationOptions.seconds(parsing: text), seconds <= 600 else {
+        throw ValidationError(
+          "'\(text)' is not a duration between 0 and 600 s; write e.g. 5s, 500ms or 2.5")
+      }
+      return seconds
+    })
+  var retryFor: Double = 5
+
+  func apply(to options: OperationOptions) -> OperationOptions {
+    var options = options
+    options.consistency = consistency
+    options.retryFor = retryFor
+    return options
+  }
+}
 
 /// Prints a result or an error the same way for every verb and maps failures to exit 1.
 enum Output {
@@ -82,7 +114,11 @@ enum Output {
       lines.append("  also disabled (atomic replace): \(report.alsoDisabled.joined(separator: ", "))")
     }
     lines += report.notes.map { "  note: " + $0 }
-    if !report.dryRun { lines.append("  target stopped for \(report.stoppedMicroseconds) µs") }
+    if !report.dryRun {
+      let waited = report.retries > 0 ? ", after \(report.retries) retries" : ""
+      lines.append(
+        "  target stopped for \(report.stoppedMicroseconds) µs (consistency \(report.consistency)\(waited))")
+    }
     return lines.joined(separator: "\n")
   }
 }
@@ -104,6 +140,7 @@ struct Attach: ParsableCommand {
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @Option(help: "Seconds the library load (dlopen in the target) may take before it is abandoned.")
   var loadTimeout: Double = 5
+  @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
@@ -116,7 +153,7 @@ struct Attach: ParsableCommand {
     try Output.run(json: common.json) {
       try common.engine().attach(
         pid: pid, patchPath: patchFile, policy: policy,
-        options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout))
+        options: consistency.apply(to: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout)))
     } text: {
       Output.describe($0)
     }
@@ -128,11 +165,12 @@ struct PatchChange: ParsableArguments {
   @Argument(help: "Pid of the patched process.") var pid: Int32
   @Argument(help: "Id of the patch, as in its patch file.") var patchID: String
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
+  @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
   func run(_ operation: (Engine, Int32, String, OperationOptions) throws -> OperationReport) throws {
     try Output.run(json: common.json) {
-      try operation(common.engine(), pid, patchID, OperationOptions(dryRun: dryRun))
+      try operation(common.engine(), pid, patchID, consistency.apply(to: OperationOptions(dryRun: dryRun)))
     } text: {
       Output.describe($0)
     }
