@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwpatchPatcher
 import SwpatchProcess
 import SwpatchSymbols
 import Testing
@@ -68,5 +69,185 @@ final class ParkedFixture: @unchecked Sendable {
     let parker = try #require(stacks.first { $0.tid == parked.tid })
     #expect(parker.frames.contains { $0.address >= answer && $0.address < answer + 0x60 && !$0.isActivation })
     #expect(target.fixture.keepsRunning())
+  }
+}
+
+/// Releases the parked thread from a background thread once swpatch has stopped the
+/// target at least once and let it go again (so the attempt it made was blocked and a
+/// retry is due), or after `fallback` seconds if that was never seen.
+func releaseAfterABlockedAttempt(_ target: ParkedFixture, fallback: Double = 4) {
+  let thread = Thread {
+    let deadline = Date().addingTimeInterval(fallback)
+    var seenTraced = false
+    while Date() < deadline {
+      let status = (try? String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)) ?? ""
+      let traced = !status.contains("TracerPid:\t0\n")
+      if traced { seenTraced = true } else if seenTraced { break }
+      usleep(200)
+    }
+    target.release()
+  }
+  thread.start()
+}
+
+/// The patch file that replaces parked's answer() with libparked.so's answer_v2.
+func answerPatch(_ ws: Workspace) -> String {
+  ws.patchFile("v2", library: "libparked.so", functions: [("answer", "answer_v2")])
+}
+
+@Suite(.serialized) struct ConsistencyTests {
+  @Test func stackConsistencyWaitsUntilTheParkedThreadLeavesTheOldFunction() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(target.fixture.waitForValue("answer", "1"))
+    let parked = try target.park()
+    #expect(parked.version == 1)
+    releaseAfterABlockedAttempt(target)
+    let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--json")
+    #expect(result.status == 0, "\(result.output)")
+    let json = try #require(result.json, "\(result.output)")
+    #expect(json["consistency"] as? String == "stack")
+    #expect((json["retries"] as? Int ?? 0) > 0, "attach did not wait: \(result.output)")
+    // The parked call finished in the version it started in; new calls reach v2.
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+  }
+
+  @Test func stackConsistencyTimesOutNamingTheThreadAndChangesNothing() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(target.fixture.waitForValue("answer", "1"))
+    let parked = try target.park()
+    let answer = try address(of: "answer", in: target.fixture, workspace: ws)
+    let before = target.fixture.memory(at: answer, count: 32)
+    let mapsBefore = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+
+    let text = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "1s")
+    #expect(text.status == 1, "\(text.output)")
+    let lines = text.output.split(separator: "\n").map(String.init)
+    #expect(lines.first?.hasPrefix("waiting: thread \(parked.tid) is inside answer") == true, "\(lines)")
+    let error = try #require(lines.last)
+    #expect(error.hasPrefix("error: thread \(parked.tid) is inside answer (frame #"), "\(error)")
+    #expect(error.contains("retried for 1 s"))
+    #expect(error.contains("--consistency entry"))
+
+    let json = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "200ms", "--json")
+    #expect(json.status == 1)
+    let object = json.json?["error"] as? [String: Any]
+    #expect(object?["code"] as? String == "stack_check_timeout", "\(json.output)")
+
+    // Nothing changed: the function's bytes, the mappings (the library was never
+    // loaded), the registry; the target still runs the original.
+    #expect(target.fixture.memory(at: answer, count: 32) == before)
+    let mapsAfter = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+    #expect(mapsAfter == mapsBefore)
+    #expect(!mapsAfter.contains("libparked.so"))
+    #expect(ws.swpatch("status", "\(target.pid)").output.contains("no patched targets"))
+    #expect(target.fixture.keepsRunning())
+    #expect(target.fixture.output.all.last { $0.hasPrefix("tick=") }?.hasSuffix("answer=1") == true)
+    target.release()
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+  }
+
+  @Test func entryConsistencySwitchesAtOnceWhileTheParkedCallFinishesInTheOldVersion() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(target.fixture.waitForValue("answer", "1"))
+    let parked = try target.park()
+    let result = ws.swpatch(
+      "attach", "\(target.pid)", answerPatch(ws), "--consistency", "entry", "--retry-for", "0", "--json")
+    #expect(result.status == 0, "\(result.output)")
+    let json = try #require(result.json, "\(result.output)")
+    #expect(json["consistency"] as? String == "entry")
+    #expect(json["retries"] as? Int == 0)
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+    target.release()
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+  }
+
+  @Test func disableWaitsForAThreadInsideTheReplacementOrTimesOutChangingNothing() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(target.fixture.waitForValue("answer", "1"))
+    #expect(ws.swpatch("attach", "\(target.pid)", answerPatch(ws)).status == 0)
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+    let parked = try target.park()
+    #expect(parked.version == 2)
+    let answer = try address(of: "answer", in: target.fixture, workspace: ws)
+    let before = target.fixture.memory(at: answer, count: 32)
+
+    let refused = ws.swpatch("disable", "\(target.pid)", "v2", "--retry-for", "500ms", "--json")
+    #expect(refused.status == 1)
+    let error = try #require(refused.json?["error"] as? [String: Any], "\(refused.output)")
+    #expect(error["code"] as? String == "stack_check_timeout")
+    let message = error["message"] as? String ?? ""
+    #expect(message.hasPrefix("thread \(parked.tid) is inside answer_v2 (frame #"), "\(message)")
+    #expect(target.fixture.memory(at: answer, count: 32) == before)
+    #expect(ws.swpatch("status", "\(target.pid)").output.contains("patches: v2 enabled"))
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+
+    releaseAfterABlockedAttempt(target)
+    let result = ws.swpatch("disable", "\(target.pid)", "v2", "--json")
+    #expect(result.status == 0, "\(result.output)")
+    #expect((result.json?["retries"] as? Int ?? 0) > 0, "disable did not wait: \(result.output)")
+    #expect(target.fixture.output.wait { $0 == "left version=2 tid=\(parked.tid)" } != nil)
+    #expect(target.fixture.waitForValue("answer", "1", from: target.fixture.output.count))
+    let status = ws.swpatch("status", "\(target.pid)").output
+    #expect(status.contains("note: disabled patches stay loaded"), "\(status)")
+  }
+
+  @Test func enableUnderStackWaitsForTheOriginalToBeLeft() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(ws.swpatch("attach", "\(target.pid)", answerPatch(ws)).status == 0)
+    #expect(ws.swpatch("disable", "\(target.pid)", "v2").status == 0)
+    #expect(target.fixture.waitForValue("answer", "1", from: target.fixture.output.count))
+    let parked = try target.park()
+    #expect(parked.version == 1)
+    let refused = ws.swpatch("enable", "\(target.pid)", "v2", "--retry-for", "0", "--json")
+    let error = refused.json?["error"] as? [String: Any]
+    #expect(error?["code"] as? String == "stack_check_timeout", "\(refused.output)")
+    #expect((error?["message"] as? String)?.contains("retried for 0 s (0 retries)") == true)
+    target.release()
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+    let result = ws.swpatch("enable", "\(target.pid)", "v2", "--json")
+    #expect(result.status == 0, "\(result.output)")
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+  }
+
+  @Test func badConsistencyOrRetryForIsAUsageError() throws {
+    let ws = Workspace()
+    let patch = answerPatch(ws)
+    let consistency = ws.swpatch("attach", "1", patch, "--consistency", "sometimes")
+    #expect(consistency.status == 64)
+    for bad in ["abc", "-1", "5x", "601", "1h"] {
+      let result = ws.swpatch("attach", "1", patch, "--retry-for=\(bad)")
+      #expect(result.status == 64, "\(bad): \(result.output)")
+      #expect(result.output.contains("not a duration between 0 and 600 s"), "\(result.output)")
+    }
+  }
+}
+
+@Suite struct ConsistencyOptionTests {
+  @Test func retryForAcceptsSecondsMillisecondsAndPlainNumbers() {
+    #expect(OperationOptions.seconds(parsing: "5s") == 5)
+    #expect(OperationOptions.seconds(parsing: "500ms") == 0.5)
+    #expect(OperationOptions.seconds(parsing: "2.5") == 2.5)
+    #expect(OperationOptions.seconds(parsing: "1m") == 60)
+    #expect(OperationOptions.seconds(parsing: "0") == 0)
+    for bad in ["", "s", "-1", "abc", "5x", "1e3", "inf", "nan"] {
+      #expect(OperationOptions.seconds(parsing: bad) == nil, "\(bad)")
+    }
+  }
+
+  @Test func optionsWithoutTheNewKeysDecodeToStackAndFiveSeconds() throws {
+    let old = try JSONDecoder().decode(OperationOptions.self, from: Data(#"{"dry_run": true}"#.utf8))
+    #expect(old.consistency == .stack)
+    #expect(old.retryFor == 5)
+    let given = try JSONDecoder().decode(
+      OperationOptions.self, from: Data(#"{"consistency": "entry", "retry_for": 0.25}"#.utf8))
+    #expect(given == OperationOptions(consistency: .entry, retryFor: 0.25))
+    let encoded = String(decoding: try JSONEncoder().encode(given), as: UTF8.self)
+    #expect(encoded.contains(#""retry_for":0.25"#) && encoded.contains(#""consistency":"entry""#))
   }
 }
