@@ -3,7 +3,9 @@
 // answer(fd), which prints "parked version=1 tid=T" and blocks reading the FIFO; the
 // next byte releases it, and the parker prints "left version=V tid=T". Meanwhile main
 // prints "tick=N answer=V" every interval (argv[1] ms) with answer(-1), which never
-// blocks, so the output shows which version new calls reach.
+// blocks, so the output shows which version new calls reach. Built twice: `parked`
+// (-O1) and `parked-cold` (-O2), where gcc moves the parking path, which calls a cold
+// function, out of answer into answer.cold.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,10 +21,15 @@ static volatile sig_atomic_t stopping;
 static void on_term(int sig) { (void)sig; stopping = 1; }
 
 volatile int version = 1;
+volatile int parks;
+
+// Calling a cold function marks the path cold, so -O2 puts it in answer.cold.
+__attribute__((cold, noinline)) void parking(void) { parks++; }
 
 PATCHABLE int answer(int fd) {
   if (fd >= 0) {
     char c;
+    parking();
     printf("parked version=1 tid=%ld\n", (long)syscall(SYS_gettid));
     if (read(fd, &c, 1) != 1) return -1;
   }

@@ -13,10 +13,15 @@ public enum Consistency: String, Codable, Sendable, CaseIterable {
   case entry
 }
 
-/// A stretch of code no thread may be executing when the switch happens.
+/// A stretch of code no thread may be executing when the switch happens: a version's
+/// body, or its cold part (`name.cold`, which gcc splits out of the body and jumps to).
 struct GuardedCode: Equatable {
   var version: LeavingVersion
+  var symbol: String
   var range: Range<UInt64>
+
+  /// How a blocker names it: the function, and the part when it is not the body.
+  var label: String { symbol == version.name ? symbol : "\(symbol) (part of \(version.name))" }
 }
 
 /// A thread found inside guarded code, or one whose stack could not be read at all.
@@ -53,7 +58,13 @@ struct StackCheck {
       guard let symbol = image.function(named: version.name, at: version.address), symbol.size > 0 else {
         throw .unknownFunctionSize(function: version.name, address: version.address)
       }
-      guarded.append(GuardedCode(version: version, range: version.address..<version.address + symbol.size))
+      let cold = image.clones(of: symbol.name, in: symbol.object).filter {
+        $0.name == symbol.name + ".cold" && $0.objectPath == symbol.objectPath && $0.size > 0
+      }
+      for part in [symbol] + cold {
+        guarded.append(
+          GuardedCode(version: version, symbol: part.name, range: part.address..<part.address + part.size))
+      }
     }
     self.guarded = guarded
   }
@@ -65,16 +76,20 @@ struct StackCheck {
     guard !guarded.isEmpty else { return nil }
     let stacks = try StackUnwinder(target).stacks()
     for stack in stacks {
-      // A thread libdwfl cannot start unwinding proves nothing: it blocks (and may well
-      // be readable on the next attempt). Past frame 0, an early stop is how some
-      // systems end every stack, so the frames read are what is checked.
-      guard !stack.frames.isEmpty else {
-        return .unreadable(tid: stack.tid, reason: stack.stoppedEarly ?? "no frames")
-      }
       for frame in stack.frames {
         if let code = guarded.first(where: { $0.range.contains(frame.address) }) {
-          return .inside(tid: stack.tid, function: code.version.name, frame: frame)
+          return .inside(tid: stack.tid, function: code.label, frame: frame)
         }
+      }
+    }
+    // A thread whose unwind stops at its innermost frame proves nothing (a live thread
+    // always has callers; it may be in code with no CFI, such as a trampoline slot), so
+    // it blocks, and may well be readable on the next attempt. Deeper down, an early
+    // stop is how some systems end every stack (libdwfl says so), so the frames read
+    // are what is checked.
+    for stack in stacks where stack.frames.count <= 1 {
+      if let reason = stack.stoppedEarly ?? (stack.frames.isEmpty ? "no frames" : nil) {
+        return .unreadable(tid: stack.tid, reason: reason)
       }
     }
     return nil

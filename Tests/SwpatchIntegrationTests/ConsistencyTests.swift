@@ -12,10 +12,10 @@ final class ParkedFixture: @unchecked Sendable {
   let fifo: String
   private let writer: Int32
 
-  init(_ ws: Workspace) throws {
+  init(_ ws: Workspace, program: String = "parked") throws {
     fifo = ws.directory + "/parked.fifo"
     guard mkfifo(fifo, 0o600) == 0 else { throw POSIXError(.EIO) }
-    fixture = try Fixture("parked", ["20", fifo])
+    fixture = try Fixture(program, ["20", fifo])
     // The fixture opens the FIFO read-write; wait for it so this open cannot block.
     _ = fixture.output.wait { $0.hasPrefix("pid=") }
     writer = open(fifo, O_WRONLY | O_CLOEXEC)
@@ -74,8 +74,9 @@ final class ParkedFixture: @unchecked Sendable {
 
 /// Releases the parked thread from a background thread once swpatch has stopped the
 /// target at least once and let it go again (so the attempt it made was blocked and a
-/// retry is due), or after `fallback` seconds if that was never seen.
-func releaseAfterABlockedAttempt(_ target: ParkedFixture, fallback: Double = 4) {
+/// retry is due), or after `fallback` seconds if that was never seen (a missed stop:
+/// the operation is still retrying then, as its --retry-for is longer).
+func releaseAfterABlockedAttempt(_ target: ParkedFixture, fallback: Double = 20) {
   let thread = Thread {
     let deadline = Date().addingTimeInterval(fallback)
     var seenTraced = false
@@ -103,7 +104,7 @@ func answerPatch(_ ws: Workspace) -> String {
     let parked = try target.park()
     #expect(parked.version == 1)
     releaseAfterABlockedAttempt(target)
-    let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--json")
+    let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "30s", "--json")
     #expect(result.status == 0, "\(result.output)")
     let json = try #require(result.json, "\(result.output)")
     #expect(json["consistency"] as? String == "stack")
@@ -187,7 +188,7 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
 
     releaseAfterABlockedAttempt(target)
-    let result = ws.swpatch("disable", "\(target.pid)", "v2", "--json")
+    let result = ws.swpatch("disable", "\(target.pid)", "v2", "--retry-for", "30s", "--json")
     #expect(result.status == 0, "\(result.output)")
     #expect((result.json?["retries"] as? Int ?? 0) > 0, "disable did not wait: \(result.output)")
     #expect(target.fixture.output.wait { $0 == "left version=2 tid=\(parked.tid)" } != nil)
@@ -212,6 +213,26 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
     let result = ws.swpatch("enable", "\(target.pid)", "v2", "--json")
     #expect(result.status == 0, "\(result.output)")
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+  }
+
+  @Test func aThreadInTheColdPartOfTheOldFunctionBlocksToo() throws {
+    let ws = Workspace()
+    // -O2 moved answer's parking path into answer.cold: the parked frame is outside
+    // answer's own symbol, and only guarding the cold part as well catches it.
+    let target = try ParkedFixture(ws, program: "parked-cold")
+    #expect(target.fixture.waitForValue("answer", "1"))
+    let parked = try target.park()
+    let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "300ms", "--json")
+    let error = try #require(result.json?["error"] as? [String: Any], "\(result.output)")
+    #expect(error["code"] as? String == "stack_check_timeout")
+    let message = error["message"] as? String ?? ""
+    #expect(
+      message.hasPrefix("thread \(parked.tid) is inside answer.cold (part of answer) (frame #"), "\(message)")
+    target.release()
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+    let later = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--json")
+    #expect(later.status == 0, "\(later.output)")
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
   }
 
