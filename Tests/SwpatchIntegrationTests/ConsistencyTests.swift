@@ -236,6 +236,21 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
   }
 
+  @Test func stackConsistencyUnwindsSixtyThreadsAndPatches() throws {
+    // 60 thread stacks push /proc/PID/maps past one page: libc must still be found.
+    let ws = Workspace()
+    let target = try Fixture("threads", ["20", "60"])
+    #expect(target.waitForValue("compute", "42"))
+    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--retry-for", "30s", "--json")
+    #expect(result.status == 0, "\(result.output)")
+    #expect(result.json?["consistency"] as? String == "stack")
+    let mark = target.output.count
+    for worker in [0, 59] {
+      #expect(target.output.wait(from: mark) { $0.contains("worker=\(worker) compute=63 ") } != nil)
+    }
+  }
+
   @Test func badConsistencyOrRetryForIsAUsageError() throws {
     let ws = Workspace()
     let patch = answerPatch(ws)
