@@ -104,8 +104,7 @@ extension Engine {
   func retryingWhileBlocked(
     _ options: OperationOptions, _ attempt: () throws -> OperationReport
   ) throws -> OperationReport {
-    let started = ContinuousClock.now
-    let deadline = started + .milliseconds(Int64(options.retryFor * 1000))
+    let deadline = ContinuousClock.now + options.retryBound
     var pause = Duration.milliseconds(1)
     var retries = 0
     while true {
@@ -138,6 +137,14 @@ func formatSeconds(_ seconds: Double) -> String {
 }
 
 extension OperationOptions {
+  /// `retryFor` as a duration the loop can use whatever a request carried: the CLI
+  /// refuses values outside 0...600 s, and the engine must not trap on one that got
+  /// through another front end (a negative or non-finite value means one attempt).
+  public var retryBound: Duration {
+    guard retryFor.isFinite, retryFor > 0 else { return .zero }
+    return .milliseconds(Int64(min(retryFor, 600) * 1000))
+  }
+
   /// Seconds in `text`: `5s`, `500ms`, `1m`, or a plain number of seconds (`2.5`); nil
   /// when it is none of those, negative or not finite.
   public static func seconds(parsing text: String) -> Double? {

@@ -283,6 +283,11 @@ func answerPatch(_ ws: Workspace) -> String {
     let given = try JSONDecoder().decode(
       OperationOptions.self, from: Data(#"{"consistency": "entry", "retry_for": 0.25}"#.utf8))
     #expect(given == OperationOptions(consistency: .entry, retryFor: 0.25))
+    // Whatever a request carries, the engine's wait stays bounded and never traps.
+    #expect(OperationOptions(retryFor: -1).retryBound == .zero)
+    #expect(OperationOptions(retryFor: .infinity).retryBound == .zero)
+    #expect(OperationOptions(retryFor: 1e30).retryBound == .seconds(600))
+    #expect(OperationOptions(retryFor: 0.25).retryBound == .milliseconds(250))
     let encoded = String(decoding: try JSONEncoder().encode(given), as: UTF8.self)
     #expect(encoded.contains(#""retry_for":0.25"#) && encoded.contains(#""consistency":"entry""#))
   }
