@@ -117,11 +117,11 @@ extension Engine {
         let now = ContinuousClock.now
         guard now < deadline else {
           throw PatchError.stackCheckTimedOut(
-            blocker: "\(blocked.blocker)", retriedFor: options.retryFor, retries: retries)
+            blocker: "\(blocked.blocker)", retriedFor: options.retryBound.seconds, retries: retries)
         }
         if retries == 0 {
           progress?(
-            "waiting: \(blocked.blocker); retrying for up to \(formatSeconds(options.retryFor)) s")
+            "waiting: \(blocked.blocker); retrying for up to \(formatSeconds(options.retryBound.seconds)) s")
         }
         Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
         retries += 1
@@ -133,7 +133,7 @@ extension Engine {
 
 /// `5`, `2.5`, `0.001`: seconds as people write them.
 func formatSeconds(_ seconds: Double) -> String {
-  seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+  seconds == seconds.rounded() && abs(seconds) < 1e15 ? String(Int(seconds)) : String(seconds)
 }
 
 extension OperationOptions {
