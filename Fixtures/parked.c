@@ -3,9 +3,10 @@
 // answer(fd), which prints "parked version=1 tid=T" and blocks reading the FIFO; the
 // next byte releases it, and the parker prints "left version=V tid=T". Meanwhile main
 // prints "tick=N answer=V" every interval (argv[1] ms) with answer(-1), which never
-// blocks, so the output shows which version new calls reach. Built twice: `parked`
-// (-O1) and `parked-cold` (-O2), where gcc moves the parking path, which calls a cold
-// function, out of answer into answer.cold.
+// blocks, so the output shows which version new calls reach. Built three times:
+// `parked` (-O1); `parked-cold` (-O2), where gcc moves the parking path, which calls a
+// cold function, out of answer into answer.cold; and `parked-nocfi`, without unwind
+// tables, whose stacks libdwfl can unwind only up to the first of its own frames.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>

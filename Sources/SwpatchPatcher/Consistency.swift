@@ -46,8 +46,11 @@ struct StackBlocked: Error {
 }
 
 /// The stack check of one attempt: the guarded code, and the unwinding in the stop.
-struct StackCheck {
+final class StackCheck {
   let guarded: [GuardedCode]
+  /// What the report should say about the check that passed: threads whose stacks
+  /// were read only partly, so that frames below were not checked.
+  private(set) var notes: [String] = []
 
   /// The code of every version `plan` switches away from. Sizes come from the symbol
   /// tables of the objects mapped in the target (the patch library's own for a
@@ -91,6 +94,13 @@ struct StackCheck {
       if let reason = stack.stoppedEarly ?? (stack.frames.isEmpty ? "no frames" : nil) {
         return .unreadable(tid: stack.tid, reason: reason)
       }
+    }
+    let partial = stacks.filter { $0.stoppedEarly != nil }
+    if let first = partial.first {
+      let list = partial.map { "\($0.tid) (to frame #\($0.frames.count - 1))" }.joined(separator: ", ")
+      notes = [
+        "stack check: threads \(list) were unwound only partly (\(first.stoppedEarly!)); their deeper frames were not checked"
+      ]
     }
     return nil
   }

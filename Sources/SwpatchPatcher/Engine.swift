@@ -183,7 +183,7 @@ public final class Engine: @unchecked Sendable {
       }
       return report(
         plan, state: newState, patch: newState.patch(file.id)!, dryRun: false, stopped: stopped,
-        notes: notes)
+        notes: notes + (check?.notes ?? []))
     }
   }
 
@@ -245,7 +245,7 @@ public final class Engine: @unchecked Sendable {
       }
       return report(
         done, state: newState, patch: newState.patch(patch.id)!, dryRun: false, stopped: stopped,
-        notes: [])
+        notes: check?.notes ?? [])
     }
   }
 

@@ -236,6 +236,31 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
   }
 
+  @Test func partlyUnwoundStacksStillCatchTheParkedFrameAndAreNoted() throws {
+    let ws = Workspace()
+    // No CFI in the program: unwinding stops at its first frame. The parked frame in
+    // answer is still found (read's CFI in libc gives its return address), and a check
+    // that passes says which stacks it could read only partly.
+    let target = try ParkedFixture(ws, program: "parked-nocfi")
+    #expect(target.fixture.waitForValue("answer", "1"))
+    let parked = try target.park()
+    let refused = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "0", "--json")
+    let error = try #require(refused.json?["error"] as? [String: Any], "\(refused.output)")
+    #expect(
+      (error["message"] as? String)?.hasPrefix("thread \(parked.tid) is inside answer (frame #") == true)
+    target.release()
+    #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
+    let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "30s", "--json")
+    #expect(result.status == 0, "\(result.output)")
+    let notes = result.json?["notes"] as? [String] ?? []
+    #expect(
+      notes.contains {
+        $0.contains("\(parked.tid) (to frame #") && $0.contains("deeper frames were not checked")
+      },
+      "\(notes)")
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+  }
+
   @Test func stackConsistencyUnwindsSixtyThreadsAndPatches() throws {
     // 60 thread stacks push /proc/PID/maps past one page: libc must still be found.
     let ws = Workspace()
