@@ -38,6 +38,15 @@ $(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 $(FIXOUT)/hammer: $(FIX)/hammer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# A thread parked inside a patched function (stack consistency tests).
+$(FIXOUT)/parked: $(FIX)/parked.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+$(FIXOUT)/parked-cold: $(FIX)/parked.c | $(FIXOUT)
+	$(CC) -O2 -g -Wall -Wextra -fcf-protection=none -pthread -o $@ $<
+# ... and with no unwind tables at all: stacks can be unwound only partly.
+$(FIXOUT)/parked-nocfi: $(FIX)/parked.c | $(FIXOUT)
+	$(CC) -O1 -g0 -fno-asynchronous-unwind-tables -fno-unwind-tables -fomit-frame-pointer \
+	  -Wall -Wextra -fcf-protection=none -pthread -o $@ $<
 # Where functions live: a non-PIE loop; a program using its own shared library (linked
 # at start, found through RUNPATH $ORIGIN), libm and a dlopened plugin; an IFUNC; and
 # -O2 code that gcc clones (scaled.constprop.0).
@@ -85,7 +94,7 @@ $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
-FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
+FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \

@@ -22,6 +22,8 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   public var message: String?
   /// How long the target was stopped, in microseconds.
   public var stoppedUs: Int64?
+  /// How often a `stack` check had to resume the target and try again.
+  public var retries: Int?
   public var options: OperationOptions?
 
   public init(
@@ -44,7 +46,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   }
 
   enum CodingKeys: String, CodingKey {
-    case time, uid, pid, operation, patch, result, code, message, options
+    case time, uid, pid, operation, patch, result, code, message, options, retries
     case callerPid = "caller_pid"
     case startTime = "start_time"
     case stoppedUs = "stopped_us"

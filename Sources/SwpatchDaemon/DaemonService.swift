@@ -26,6 +26,9 @@ public final class DaemonService: @unchecked Sendable {
     self.stateDirectory = stateDirectory
     engine = Engine(stateDirectory: stateDirectory)
     audit = AuditLog(stateDirectory: stateDirectory)
+    // What a `stack` operation waits for goes to the daemon's log (the client gets the
+    // outcome, with `retries`, in its one response).
+    engine.progress = { FileHandle.standardError.write(Data("swpatchd: \($0)\n".utf8)) }
   }
 
   // MARK: Start and stop
@@ -145,6 +148,7 @@ public final class DaemonService: @unchecked Sendable {
       }
       let report = try perform(request, caller: caller, record: &record)
       record.stoppedUs = report.stoppedMicroseconds
+      record.retries = report.retries
       if !report.dryRun { record.result = "ok" } else { record.result = "dry_run" }
       audit.append(record)
       afterChange(pid: pid)

@@ -29,9 +29,14 @@ public struct OperationReport: Codable, Sendable {
   public var alsoDisabled: [String]
   public var stoppedMicroseconds: Int64
   public var notes: [String]
+  /// `stack` or `entry`: how the switch was timed.
+  public var consistency: String = Consistency.stack.rawValue
+  /// How many times the target was resumed and stopped again because a thread was
+  /// inside a function being switched away from.
+  public var retries: Int = 0
 
   enum CodingKeys: String, CodingKey {
-    case pid, operation, patch, policy, functions, plan, notes
+    case pid, operation, patch, policy, functions, plan, notes, consistency, retries
     case dryRun = "dry_run"
     case alsoDisabled = "also_disabled"
     case stoppedMicroseconds = "stopped_us"
@@ -47,17 +52,29 @@ public struct OperationOptions: Codable, Sendable, Equatable {
   public var loadTimeout: Double
   /// Patch even when the DWARF prototypes of `old` and `new` differ (the report notes it).
   public var force: Bool
+  /// When a switch may happen: `stack` (no thread inside what is switched away from)
+  /// or `entry` (at once).
+  public var consistency: Consistency
+  /// Bound, in seconds, on waiting (with retries) for threads to leave under `stack`.
+  public var retryFor: Double
 
-  public init(dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false) {
+  public init(
+    dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false,
+    consistency: Consistency = .stack, retryFor: Double = 5
+  ) {
     self.dryRun = dryRun
     self.loadTimeout = loadTimeout
     self.force = force
+    self.consistency = consistency
+    self.retryFor = retryFor
   }
 
   enum CodingKeys: String, CodingKey {
+    case consistency
     case dryRun = "dry_run"
     case loadTimeout = "load_timeout"
     case force
+    case retryFor = "retry_for"
   }
 
   public init(from decoder: any Decoder) throws {
@@ -65,6 +82,8 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
     loadTimeout = try c.decodeIfPresent(Double.self, forKey: .loadTimeout) ?? 5
     force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
+    consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
+    retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
   }
 
   var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
@@ -78,6 +97,9 @@ public final class Engine: @unchecked Sendable {
   /// Content-addressed copies of the libraries loaded into targets.
   public let libraries: LibraryStore
   private let tracer = TracerThread.shared
+  /// Told, once per operation, what a `stack` operation is waiting for (the CLI prints
+  /// it on stderr); nil to stay quiet.
+  public var progress: (@Sendable (String) -> Void)?
 
   public init(stateDirectory: String) {
     store = RegistryStore(directory: stateDirectory)
@@ -90,6 +112,16 @@ public final class Engine: @unchecked Sendable {
   /// nothing and throws.
   public func attach(
     pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions = .init()
+  ) throws -> OperationReport {
+    try retryingWhileBlocked(options) {
+      try attachOnce(pid: pid, patch: file, policy: policy, options: options)
+    }
+  }
+
+  /// One attempt at `attach`; under `stack` consistency it throws `StackBlocked`, having
+  /// changed nothing, while a thread is inside what the patch switches away from.
+  private func attachOnce(
+    pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions
   ) throws -> OperationReport {
     let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
@@ -146,8 +178,13 @@ public final class Engine: @unchecked Sendable {
           notes: notes + ["library not loaded: replacement addresses are offsets in \(file.library)"])
       }
       let firstSite = sites[0].oldAddr
+      // What is switched away from is known from the draft (it does not depend on where
+      // the library lands), so the stacks are checked before the library is loaded: a
+      // blocked attempt costs no dlopen and leaves nothing to undo.
+      let check =
+        options.consistency == .stack ? try StackCheck(plan: draft, state: state, image: image) : nil
       let (plan, newState, stopped) = try runStopped(
-        pid: pid, state: state, session: session, options: options
+        pid: pid, state: state, session: session, options: options, check: check
       ) {
         transaction in
         let loaded = try transaction.loadLibrary(stored, image: image, near: firstSite)
@@ -162,7 +199,7 @@ public final class Engine: @unchecked Sendable {
       }
       return report(
         plan, state: newState, patch: newState.patch(file.id)!, dryRun: false, stopped: stopped,
-        notes: notes)
+        notes: notes + (check?.notes ?? []))
     }
   }
 
@@ -185,6 +222,13 @@ public final class Engine: @unchecked Sendable {
   private func change(
     pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
   ) throws -> OperationReport {
+    try retryingWhileBlocked(options) { try changeOnce(pid: pid, options: options, planning: planning) }
+  }
+
+  /// One attempt at `enable`/`disable`, as `attachOnce` is for `attach`.
+  private func changeOnce(
+    pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
+  ) throws -> OperationReport {
     let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
     return try store.locked { session in
@@ -205,8 +249,11 @@ public final class Engine: @unchecked Sendable {
       }
       try process.checkPatchable()
       let sizes = try functionSizes(plan, pid: pid)
+      let check =
+        options.consistency == .stack
+        ? try StackCheck(plan: plan, state: state, image: ProcessImage(pid: pid)) : nil
       let (done, newState, stopped) = try runStopped(
-        pid: pid, state: state, session: session, options: options
+        pid: pid, state: state, session: session, options: options, check: check
       ) {
         transaction in
         let installs = try transaction.execute(plan, sizes: sizes)
@@ -214,7 +261,7 @@ public final class Engine: @unchecked Sendable {
       }
       return report(
         done, state: newState, patch: newState.patch(patch.id)!, dryRun: false, stopped: stopped,
-        notes: [])
+        notes: check?.notes ?? [])
     }
   }
 
@@ -258,15 +305,18 @@ public final class Engine: @unchecked Sendable {
 
   /// Stops every thread of the target, runs `body` in a transaction, persists the new
   /// state while still stopped, and resumes. Any failure rolls memory back first.
+  /// With a stack `check`, a thread inside what is switched away from makes the attempt
+  /// throw `StackBlocked` before anything is written.
   private func runStopped(
     pid: Int32, state: TargetState, session: RegistryStore.Session, options: OperationOptions,
-    _ body: @escaping (Transaction) throws -> (Plan, TargetState)
+    check: StackCheck? = nil, _ body: @escaping (Transaction) throws -> (Plan, TargetState)
   ) throws -> (Plan, TargetState, Duration) {
     let timeout = options.callTimeout
     return try tracer.run {
       let target = try StoppedTarget.stop(pid: pid)
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
+        if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }
         let (plan, next) = try body(transaction)
         try session.save(next)
         target.resume()

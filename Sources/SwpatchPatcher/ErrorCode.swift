@@ -28,6 +28,7 @@ public func errorCode(_ error: any Error) -> String {
     case .objectNotLoaded: return "object_not_loaded"
     case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
     case .notAFunction: return "not_a_function"
+    case .unwindFailed: return "stack_unwind_failed"
     }
   case let e as PatchError:
     switch e {
@@ -43,6 +44,8 @@ public func errorCode(_ error: any Error) -> String {
     case .libraryStore: return "state_dir"
     case .signatureMismatch: return "signature_mismatch"
     case .branchIntoEntry: return "branch_into_entry"
+    case .stackCheckTimedOut: return "stack_check_timeout"
+    case .unknownFunctionSize: return "unknown_function_size"
     }
   default: return "error"
   }

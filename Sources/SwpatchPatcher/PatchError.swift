@@ -20,6 +20,11 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case signatureMismatch(old: String, new: String)
   /// A direct branch at `from` lands at `to`, inside the bytes the entry jump rewrites.
   case branchIntoEntry(function: String, from: UInt64, to: UInt64, entry: UInt64)
+  /// `--consistency stack`: a thread stayed inside a version being switched away from
+  /// for the whole `--retry-for`.
+  case stackCheckTimedOut(blocker: String, retriedFor: Double, retries: Int)
+  /// A version to check has no symbol size, so its code cannot be told from the rest.
+  case unknownFunctionSize(function: String, address: UInt64)
 
   public var description: String {
     switch self {
@@ -63,6 +68,12 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .branchIntoEntry(let function, let from, let to, let entry):
       return
         "function '\(function)' has a branch (at 0x\(String(from, radix: 16))) back to \(function)+\(to - entry), inside the bytes the entry jump overwrites; it cannot be patched safely (patch its callers instead)"
+    case .stackCheckTimedOut(let blocker, let retriedFor, let retries):
+      return
+        "\(blocker); retried for \(formatSeconds(retriedFor)) s (\(retries) retries); nothing was changed; try again later or use --consistency entry"
+    case .unknownFunctionSize(let function, let address):
+      return
+        "cannot check stacks for '\(function)' at 0x\(String(address, radix: 16)): its symbol has no size; nothing was changed; use --consistency entry"
     }
   }
 }

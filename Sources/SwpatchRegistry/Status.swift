@@ -170,6 +170,10 @@ public func renderStatusText(_ report: StatusReport) -> String {
       "\(patch.id) \(patch.state.rawValue)" + (patch.sha256.map { " sha256=\($0.prefix(16))…" } ?? "")
     }
     lines.append("  patches: " + (patches.isEmpty ? "none" : patches.joined(separator: ", ")))
+    if target.patches.contains(where: { $0.state == .disabled }) {
+      // Unloading could pull code from under a thread that is still to return into it.
+      lines.append("  note: disabled patches stay loaded (threads may still return into their code)")
+    }
   }
   return lines.joined(separator: "\n")
 }

@@ -221,3 +221,13 @@ public final class ProcessImage: @unchecked Sendable {
     return symbol
   }
 }
+
+extension ProcessImage {
+  /// The code symbol `name` that starts exactly at `address`, in whichever object maps
+  /// that address (the file actually mapped, even if replaced on disk since): how the
+  /// size of a function the registry knows by name and address is found again.
+  public func function(named name: String, at address: UInt64) -> ResolvedSymbol? {
+    guard let object = object(containing: address) else { return nil }
+    return candidates(name, in: object.name).first { $0.address == address }
+  }
+}

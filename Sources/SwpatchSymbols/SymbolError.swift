@@ -10,6 +10,8 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
   case ambiguous(name: String, candidates: [ResolvedSymbol])
   case symposOutOfRange(name: String, sympos: Int, count: Int)
   case notAFunction(name: String, object: String, kind: String)
+  /// libdwfl could not read the target's modules or threads, so stacks cannot be checked.
+  case unwindFailed(pid: Int32, reason: String)
 
   public var description: String {
     switch self {
@@ -41,6 +43,9 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
       return "sympos \(sympos) for '\(name)' is out of range: there are \(count) symbols of that name"
     case .notAFunction(let name, let object, let kind):
       return "'\(name)' in \(object) is \(kind), not a function; only functions can be patched"
+    case .unwindFailed(let pid, let reason):
+      return
+        "cannot unwind the stacks of pid \(pid) (\(reason)); nothing was changed; use --consistency entry to patch without the stack check"
     }
   }
 }

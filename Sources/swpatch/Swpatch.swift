@@ -73,6 +73,32 @@ func absolute(_ path: String) -> String {
 }
 
 extension DisablePolicy: ExpressibleByArgument {}
+extension Consistency: ExpressibleByArgument {}
+
+/// `--consistency` and `--retry-for`, shared by attach, enable and disable.
+struct ConsistencyOptions: ParsableArguments {
+  @Option(help: "When functions switch: stack (no thread inside them; wait and retry) or entry (at once).")
+  var consistency: Consistency = .stack
+
+  @Option(
+    help:
+      "How long stack consistency retries while a thread is inside: 5s, 500ms, 2.5 (seconds); 0-600 s. (default: 5s)",
+    transform: { text in
+      guard let seconds = OperationOptions.seconds(parsing: text), seconds <= 600 else {
+        throw ValidationError(
+          "'\(text)' is not a duration between 0 and 600 s; write e.g. 5s, 500ms or 2.5")
+      }
+      return seconds
+    })
+  var retryFor: Double = 5
+
+  func apply(to options: OperationOptions) -> OperationOptions {
+    var options = options
+    options.consistency = consistency
+    options.retryFor = retryFor
+    return options
+  }
+}
 
 /// Prints a result or an error the same way for every verb and maps failures to exit 1.
 enum Output {
@@ -119,7 +145,11 @@ enum Output {
       lines.append("  also disabled (atomic replace): \(report.alsoDisabled.joined(separator: ", "))")
     }
     lines += report.notes.map { "  note: " + $0 }
-    if !report.dryRun { lines.append("  target stopped for \(report.stoppedMicroseconds) µs") }
+    if !report.dryRun {
+      let waited = report.retries > 0 ? ", after \(report.retries) retries" : ""
+      lines.append(
+        "  target stopped for \(report.stoppedMicroseconds) µs (consistency \(report.consistency)\(waited))")
+    }
     return lines.joined(separator: "\n")
   }
 }
@@ -143,6 +173,7 @@ struct Attach: ParsableCommand {
   var loadTimeout: Double = 5
   @Flag(help: "Patch even when the DWARF signatures of old and new differ (the report notes it).")
   var force = false
+  @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
@@ -159,7 +190,9 @@ struct Attach: ParsableCommand {
       }
       let request = Request(
         op: .attach, pid: pid, patch: String(decoding: data, as: UTF8.self), patchPath: path,
-        policy: policy, options: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force))
+        policy: policy,
+        options: consistency.apply(
+          to: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)))
       return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)
@@ -172,12 +205,14 @@ struct PatchChange: ParsableArguments {
   @Argument(help: "Pid of the patched process.") var pid: Int32
   @Argument(help: "Id of the patch, as in its patch file.") var patchID: String
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
+  @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
   func run(_ operation: SwpatchDaemon.Operation) throws {
     try Output.run(json: common.json) {
       let request = Request(
-        op: operation, pid: pid, patchID: patchID, options: OperationOptions(dryRun: dryRun))
+        op: operation, pid: pid, patchID: patchID,
+        options: consistency.apply(to: OperationOptions(dryRun: dryRun)))
       return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)

@@ -101,6 +101,7 @@ private func statusScenario() throws -> TargetState {
       "      p1  foo_p1  \(p1)",
       "      (original)",
       "  patches: p1 enabled, p2 disabled, p3 enabled",
+      "  note: disabled patches stay loaded (threads may still return into their code)",
     ])
   #expect(renderStatusText(StatusReport(targets: [])) == "no patched targets")
 }

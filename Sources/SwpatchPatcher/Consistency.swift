@@ -1,0 +1,175 @@
+import Foundation
+import SwpatchProcess
+import SwpatchRegistry
+import SwpatchSymbols
+
+/// When a switch from one version of a function to another may happen.
+public enum Consistency: String, Codable, Sendable, CaseIterable {
+  /// Only when no thread has a frame inside a version being switched away from (every
+  /// thread unwound in the stop); otherwise resume, wait and try again.
+  case stack
+  /// At once: calls already in flight finish in the old version, new calls reach the new
+  /// one (function-level consistency). Only the bytes-in-flight check applies.
+  case entry
+}
+
+/// A stretch of code no thread may be executing when the switch happens: a version's
+/// body, or its cold part (`name.cold`, which gcc splits out of the body and jumps to).
+struct GuardedCode: Equatable {
+  var version: LeavingVersion
+  var symbol: String
+  var range: Range<UInt64>
+
+  /// How a blocker names it: the function, and the part when it is not the body.
+  var label: String { symbol == version.name ? symbol : "\(symbol) (part of \(version.name))" }
+}
+
+/// A thread found inside guarded code, or one whose stack could not be read at all.
+enum StackBlocker: Equatable, CustomStringConvertible {
+  case inside(tid: Int32, function: String, frame: StackFrame)
+  case unreadable(tid: Int32, reason: String)
+
+  var description: String {
+    switch self {
+    case .inside(let tid, let function, let frame):
+      "thread \(tid) is inside \(function) (frame #\(frame.index) at \(hexAddress(frame.pc)))"
+    case .unreadable(let tid, let reason):
+      "thread \(tid)'s stack cannot be unwound (\(reason))"
+    }
+  }
+}
+
+/// Thrown inside the stop when a thread blocks the switch; the retry loop catches it
+/// after the target has been resumed and nothing changed.
+struct StackBlocked: Error {
+  var blocker: StackBlocker
+}
+
+/// The stack check of one attempt: the guarded code, and the unwinding in the stop.
+final class StackCheck {
+  let guarded: [GuardedCode]
+  /// What the report should say about the check that passed: threads whose stacks
+  /// were read only partly, so that frames below were not checked.
+  private(set) var notes: [String] = []
+
+  /// The code of every version `plan` switches away from. Sizes come from the symbol
+  /// tables of the objects mapped in the target (the patch library's own for a
+  /// replacement); a version whose size is unknown cannot be checked, so it is refused.
+  init(plan: Plan, state: TargetState, image: ProcessImage) throws(PatchError) {
+    var guarded: [GuardedCode] = []
+    for version in state.versionsLeaving(plan) {
+      guard let symbol = image.function(named: version.name, at: version.address), symbol.size > 0 else {
+        throw .unknownFunctionSize(function: version.name, address: version.address)
+      }
+      let cold = image.clones(of: symbol.name, in: symbol.object).filter {
+        $0.name == symbol.name + ".cold" && $0.objectPath == symbol.objectPath && $0.size > 0
+      }
+      for part in [symbol] + cold {
+        guarded.append(
+          GuardedCode(version: version, symbol: part.name, range: part.address..<part.address + part.size))
+      }
+    }
+    self.guarded = guarded
+  }
+
+  /// Unwinds every thread of the stopped target and returns the first frame inside
+  /// guarded code (innermost first: the frame that will run soonest), or nil. Runs on
+  /// the tracer thread, inside the stop.
+  func firstBlocker(in target: StoppedTarget) throws -> StackBlocker? {
+    guard !guarded.isEmpty else { return nil }
+    let stacks = try StackUnwinder(target).stacks()
+    for stack in stacks {
+      for frame in stack.frames {
+        if let code = guarded.first(where: { $0.range.contains(frame.address) }) {
+          return .inside(tid: stack.tid, function: code.label, frame: frame)
+        }
+      }
+    }
+    // A thread whose unwind stops at its innermost frame proves nothing (a live thread
+    // always has callers; it may be in code with no CFI, such as a trampoline slot), so
+    // it blocks, and may well be readable on the next attempt. Deeper down, an early
+    // stop is how some systems end every stack (libdwfl says so), so the frames read
+    // are what is checked.
+    for stack in stacks where stack.frames.count <= 1 {
+      if let reason = stack.stoppedEarly ?? (stack.frames.isEmpty ? "no frames" : nil) {
+        return .unreadable(tid: stack.tid, reason: reason)
+      }
+    }
+    let partial = stacks.filter { $0.stoppedEarly != nil }
+    if let first = partial.first {
+      let list = partial.map { "\($0.tid) (to frame #\($0.frames.count - 1))" }.joined(separator: ", ")
+      notes = [
+        "stack check: threads \(list) were unwound only partly (\(first.stoppedEarly!)); their deeper frames were not checked"
+      ]
+    }
+    return nil
+  }
+}
+
+extension Engine {
+  /// Runs `attempt` until no thread blocks it or `retryFor` seconds have passed. Each
+  /// attempt is a whole operation (lock, plan, stop, check, write); a blocked one has
+  /// resumed the target and released the registry lock before this sleeps, with backoff
+  /// from 1 ms doubling to 100 ms, so nothing waits on us meanwhile.
+  func retryingWhileBlocked(
+    _ options: OperationOptions, _ attempt: () throws -> OperationReport
+  ) throws -> OperationReport {
+    let deadline = ContinuousClock.now + options.retryBound
+    var pause = Duration.milliseconds(1)
+    var retries = 0
+    while true {
+      do {
+        var report = try attempt()
+        report.consistency = options.consistency.rawValue
+        report.retries = retries
+        return report
+      } catch let blocked as StackBlocked {
+        let now = ContinuousClock.now
+        guard now < deadline else {
+          throw PatchError.stackCheckTimedOut(
+            blocker: "\(blocked.blocker)", retriedFor: options.retryBound.seconds, retries: retries)
+        }
+        if retries == 0 {
+          progress?(
+            "waiting: \(blocked.blocker); retrying for up to \(formatSeconds(options.retryBound.seconds)) s")
+        }
+        Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
+        retries += 1
+        pause = min(pause * 2, .milliseconds(100))
+      }
+    }
+  }
+}
+
+/// `5`, `2.5`, `0.001`: seconds as people write them.
+func formatSeconds(_ seconds: Double) -> String {
+  seconds == seconds.rounded() && abs(seconds) < 1e15 ? String(Int(seconds)) : String(seconds)
+}
+
+extension OperationOptions {
+  /// `retryFor` as a duration the loop can use whatever a request carried: the CLI
+  /// refuses values outside 0...600 s, and the engine must not trap on one that got
+  /// through another front end (a negative or non-finite value means one attempt).
+  public var retryBound: Duration {
+    guard retryFor.isFinite, retryFor > 0 else { return .zero }
+    return .milliseconds(Int64(min(retryFor, 600) * 1000))
+  }
+
+  /// Seconds in `text`: `5s`, `500ms`, `1m`, or a plain number of seconds (`2.5`); nil
+  /// when it is none of those, negative or not finite.
+  public static func seconds(parsing text: String) -> Double? {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
+    var number = Substring(trimmed)
+    var scale = 1.0
+    for unit in units where trimmed.hasSuffix(unit.suffix) {
+      number = trimmed.dropLast(unit.suffix.count)
+      scale = unit.scale
+      break
+    }
+    guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }), let value = Double(number),
+      value.isFinite, value >= 0
+    else { return nil }
+    return value * scale
+  }
+}
