@@ -283,4 +283,36 @@ func errorCode(of response: String) -> String? {
     let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
     #expect(maps.contains("/memfd:swpatch-\(stored.prefix(16))"))
   }
+
+  @Test func statusAnswersWhileAnOperationWaitsForAThreadToLeave() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    #expect(target.fixture.waitForValue("answer", "1"))
+    _ = try target.park()
+    #expect(ws.swpatch("status").status == 0)  // the daemon is up
+    // The attach waits (stack check) until the parked thread is released.
+    let attach = LineBuffer()
+    Thread {
+      let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "30s")
+      attach.append("\(result.status)")
+    }.start()
+    // Wait until the daemon has logged that the attach is waiting on the parked thread.
+    var waiting = false
+    for _ in 0..<1000 where !waiting {
+      waiting =
+        (try? String(contentsOfFile: ws.stateDir + "/swpatchd.log", encoding: .utf8))?
+        .contains("waiting: thread") == true
+      if !waiting { usleep(10_000) }
+    }
+    #expect(waiting)
+    // status and log are answered while that attach is still in progress.
+    let status = ws.swpatch("status", "--json")
+    #expect(status.status == 0)
+    #expect((status.json?["targets"] as? [Any])?.isEmpty == true)
+    #expect(ws.swpatch("log").status == 0)
+    #expect(attach.count == 0, "the attach finished before the thread was released")
+    target.release()
+    #expect(attach.wait(timeout: 60) { _ in true }?.1 == "0")
+    #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
+  }
 }
