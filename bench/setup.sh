@@ -3,13 +3,14 @@
 # machine that has everything stays quiet and offline. A peer that cannot be installed
 # is reported here and shown as "not installed" in the bench's table; the bench still
 # runs the rest.
-#   Debian packages (as root): gdb, libllvm15 (the symbol-resolution subject), binutils (nm)
+#   Debian packages (as root): gdb, libllvm15 (the symbol-resolution subject), binutils
+#   (nm), time (GNU time, for the CLI's peak RSS)
 #   Frida: a virtual environment bench/.venv with `pip install frida`
 set -uo pipefail
 cd "$(dirname "$0")"
 
 missing=""
-for p in gdb libllvm15 binutils; do
+for p in gdb libllvm15 binutils time; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

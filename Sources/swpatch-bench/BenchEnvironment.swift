@@ -18,11 +18,25 @@ struct BenchEnvironment {
   /// Temporary directory for the state, control files and captured output.
   var scratch: String
 
+  /// The registry's directory: under `scratch`, or on tmpfs for `onTmpfs()`.
+  var stateDirectory: String { stateRoot + "/state" }
+  private var stateRoot: String
+
   /// Environment of every `swpatch` run.
   var swpatchEnvironment: [String: String] {
     // When swpatchd lands: add "SWPATCH_SOCKET": scratch + "/swpatchd.sock" here, and
     // start the daemon on the same state directory before the first run.
-    ["SWPATCH_STATE_DIR": scratch + "/state"]
+    ["SWPATCH_STATE_DIR": stateDirectory]
+  }
+
+  /// The same bench with the state directory on tmpfs (/dev/shm), where fsync costs
+  /// nothing: the difference shows what saving the registry adds to a stop.
+  func onTmpfs() -> BenchEnvironment? {
+    var template = Array("/dev/shm/swpatch-bench.XXXXXX".utf8CString)
+    guard let made = mkdtemp(&template) else { return nil }
+    var copy = self
+    copy.stateRoot = String(cString: made)
+    return copy
   }
 
   func runs(_ section: String) -> Bool { only?.contains(section) ?? true }
@@ -33,6 +47,28 @@ struct BenchEnvironment {
   func swpatch(_ args: [String], timeout: Double = 60) -> ChildResult {
     Child.run(swpatch, args, env: swpatchEnvironment, scratch: scratch, timeout: timeout)
   }
+
+  /// Peak RSS of `swpatch ARGS`, MB, as GNU time measures it. Not our own wait4's
+  /// `ru_maxrss`: a child made by posix_spawn (vfork) starts with the bench's memory
+  /// map, and the kernel carries that map's high-water mark over the exec, so every
+  /// child would read as large as the bench.
+  func swpatchPeakRSS(_ args: [String]) -> (ChildResult, Double?) {
+    guard access(Self.gnuTime, X_OK) == 0 else {
+      return (
+        ChildResult(
+          status: 127, timedOut: false, wall: .zero, stdout: "", stderr: "/usr/bin/time not installed"), nil
+      )
+    }
+    let file = scratch + "/rss"
+    let result = Child.run(
+      Self.gnuTime, ["-f", "%M", "-o", file, swpatch] + args, env: swpatchEnvironment, scratch: scratch,
+      timeout: 120)
+    let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+    let kib = text.split(separator: "\n").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+    return (result, result.succeeded ? kib.map { $0 * 1024 / 1e6 } : nil)
+  }
+
+  static let gnuTime = "/usr/bin/time"
 
   /// Parses `--swpatch PATH --fixtures DIR [--frida-python PATH]
   /// [--frida-script PATH] [--gdb PATH] [--llvm PATH] [--out FILE] [--quick]
@@ -69,7 +105,7 @@ struct BenchEnvironment {
       llvm: values["llvm"] ?? "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1",
       output: values["out"] ?? "bench/results.json", quick: quick,
       only: values["only"].map { Set($0.split(separator: ",").map(String.init)) },
-      scratch: String(cString: made))
+      scratch: String(cString: made), stateRoot: String(cString: made))
   }
 
   static let usage = """
@@ -88,8 +124,14 @@ struct BenchEnvironment {
     access(path, X_OK) == 0 ? path : nil
   }
 
-  /// Removes the temporary directory.
+  /// Removes the temporary directories.
   func cleanUp() {
     try? FileManager.default.removeItem(atPath: scratch)
+    removeState()
+  }
+
+  /// Removes the state directory (all of it, for an `onTmpfs()` copy).
+  func removeState() {
+    try? FileManager.default.removeItem(atPath: stateRoot)
   }
 }

@@ -43,11 +43,10 @@ struct MemoryBench {
   private func measureStatus(_ name: String) {
     let reps = env.quick ? 2 : 5
     for json in [false, true] {
-      let runs = (0..<reps).map { _ in env.swpatch(json ? ["status", "--json"] : ["status"]) }
+      let runs = (0..<reps).map { _ in env.swpatchPeakRSS(json ? ["status", "--json"] : ["status"]) }
       report.add(
-        Self.section, name + (json ? " --json" : ""), .mb,
-        runs.filter(\.succeeded).map { Double($0.maxRSSKiB) * 1024 / 1e6 },
-        note: runs.first { !$0.succeeded }.map { "failed: \($0.failure)" })
+        Self.section, name + (json ? " --json" : ""), .mb, runs.compactMap(\.1),
+        note: runs.first { $0.1 == nil }.map { "failed: \($0.0.failure)" })
     }
   }
 }

@@ -34,36 +34,45 @@ struct OperationBench {
   let env: BenchEnvironment
   let report: Report
 
-  static let configs: [(threads: Int, functions: Int)] = [
-    (1, 1), (2, 1), (16, 1), (200, 1), (2, 100), (2, 1000),
+  /// Thread counts and patch sizes; the last one repeats the first with the registry on
+  /// tmpfs, to show what the fsyncs of saving it (done while the target is stopped) cost.
+  static let configs: [(threads: Int, functions: Int, tmpfs: Bool)] = [
+    (1, 1, false), (2, 1, false), (16, 1, false), (200, 1, false), (2, 100, false), (2, 1000, false),
+    (1, 1, true),
   ]
 
-  static func label(_ op: String, threads: Int, functions: Int) -> String {
-    "\(op) \(functions) fn, \(threads) thr"
+  static func label(_ op: String, threads: Int, functions: Int, tmpfs: Bool = false) -> String {
+    "\(op) \(functions) fn, \(threads) thr" + (tmpfs ? ", state on tmpfs" : "")
   }
 
   func run() {
     let reps = env.quick ? 2 : 5
     let cycles = env.quick ? 1 : 3
-    for (threads, functions) in Self.configs {
-      progress("operations: \(threads) threads, \(functions)-function patch")
+    for (threads, functions, tmpfs) in Self.configs {
+      progress(
+        "operations: \(threads) threads, \(functions)-function patch\(tmpfs ? ", state on tmpfs" : "")")
       var samples: [String: [OperationSample]] = [:]
       var failure: String?
+      let bench = tmpfs ? env.onTmpfs() : env
+      if bench == nil { failure = "cannot make a directory in /dev/shm" }
+      defer { if tmpfs { bench?.removeState() } }
       for _ in 0..<reps where failure == nil {
         do {
-          try oneTarget(threads: threads, functions: functions, cycles: cycles, into: &samples)
+          try oneTarget(bench!, threads: threads, functions: functions, cycles: cycles, into: &samples)
         } catch {
           failure = "\(error)"
         }
       }
       for op in ["attach", "enable", "disable"] {
-        emit(op, threads: threads, functions: functions, samples[op] ?? [], failure: failure)
+        let name = Self.label(op, threads: threads, functions: functions, tmpfs: tmpfs)
+        emit(name, threads: threads, samples[op] ?? [], failure: failure)
       }
     }
   }
 
   private func oneTarget(
-    threads: Int, functions: Int, cycles: Int, into samples: inout [String: [OperationSample]]
+    _ env: BenchEnvironment, threads: Int, functions: Int, cycles: Int,
+    into samples: inout [String: [OperationSample]]
   ) throws {
     let target = try BenchTarget.start(env, threads: threads, library: env.library(functions: functions))
     defer { target.stop() }
@@ -79,10 +88,7 @@ struct OperationBench {
     target.mode = .nap
   }
 
-  private func emit(
-    _ op: String, threads: Int, functions: Int, _ samples: [OperationSample], failure: String?
-  ) {
-    let name = Self.label(op, threads: threads, functions: functions)
+  private func emit(_ name: String, threads: Int, _ samples: [OperationSample], failure: String?) {
     let note = failure.map { "failed: \($0)" }
     report.add(Self.section, name + ": stop", .us, samples.map(\.stoppedMicroseconds), note: note)
     report.add(Self.section, name + ": wall", .ms, samples.map { $0.wall.seconds * 1000 })

@@ -7,8 +7,6 @@ struct ChildResult {
   var status: Int32
   var timedOut: Bool
   var wall: Duration
-  /// `ru_maxrss` of the child (the figure `/usr/bin/time -v` prints), KiB.
-  var maxRSSKiB: Int
   var stdout: String
   var stderr: String
 
@@ -101,12 +99,11 @@ enum Child {
     do {
       (pid, _) = try spawn(path, args, env: env, stdoutFile: out, stderrFile: err)
     } catch {
-      return ChildResult(
-        status: 127, timedOut: false, wall: .zero, maxRSSKiB: 0, stdout: "", stderr: "\(error)")
+      return ChildResult(status: 127, timedOut: false, wall: .zero, stdout: "", stderr: "\(error)")
     }
-    let (status, timedOut, usage, end) = waitBounded(pid, timeout: timeout)
+    let (status, timedOut, _, end) = waitBounded(pid, timeout: timeout)
     return ChildResult(
-      status: status, timedOut: timedOut, wall: end - start, maxRSSKiB: usage.ru_maxrss,
+      status: status, timedOut: timedOut, wall: end - start,
       stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
       stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
   }

@@ -74,7 +74,9 @@ struct SymbolBench {
       section, "swpatch symbols command, \(label)", .ms,
       cli.filter(\.succeeded).map { $0.wall.seconds * 1000 },
       note: cli.first { !$0.succeeded }.map { "failed: \($0.failure)" })
-    if names.count > 1 { cliPeakMB = cli.filter(\.succeeded).map { Double($0.maxRSSKiB) * 1024 / 1e6 } }
+    if names.count > 1 {
+      cliPeakMB = [env.swpatchPeakRSS(["symbols", "\(pid)"] + names).1].compactMap { $0 }
+    }
     report.add(
       section, "nm -D + lookup, \(label)", .ms, (0..<toolReps).compactMap { _ in nmLookup(names, llvm) })
     gdbInfoAddress(names, pid: pid, label: label, reps: toolReps)
