@@ -1,5 +1,6 @@
-# swpatch: `make demo` shows a live patch, `make test` runs the suite.
-# Both install what is missing (Debian packages, as root) first.
+# swpatch: `make demo` shows a live patch, `make test` runs the suite, `make bench`
+# measures it against gdb and Frida (docs/benchmarks.md). Each installs what is missing
+# (Debian packages, as root) first.
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -8,7 +9,7 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc b
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean
+.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures
 
 all: build
 
@@ -118,6 +119,31 @@ test: deps fixtures lint
 demo: deps fixtures
 	$(SWIFT) build -c release
 	@SWPATCH=$$($(SWIFT) build -c release --show-bin-path)/swpatch bash $(FIX)/demo.sh
+
+# The benchmark (docs/benchmarks.md): its own target program and patches of 1, 100 and
+# 1,000 functions, generated into Fixtures/build/bench; peers (gdb, Frida, libLLVM-15)
+# set up by bench/setup.sh; a release build; then swpatch-bench prints the table and
+# writes bench/results.json. BENCH_SCRATCH picks the build directory.
+BENCH_SCRATCH ?= .build
+BENCHOUT := $(FIXOUT)/bench
+BENCH_SIZES := 1 100 1000
+
+$(BENCHOUT)/.generated: $(FIX)/gen-bench.sh | $(FIXOUT)
+	bash $< $(BENCHOUT) && touch $@
+$(BENCHOUT)/bench-target: $(FIX)/bench-target.c $(BENCHOUT)/.generated
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $< \
+	  $(BENCHOUT)/bench-functions.c -ldl
+$(BENCHOUT)/libbench-%.so: $(BENCHOUT)/.generated
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fPIC -shared -o $@ $(BENCHOUT)/libbench-$*.c
+
+bench-fixtures: $(BENCHOUT)/bench-target $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so)
+
+bench: deps bench-fixtures
+	@bash bench/setup.sh
+	$(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH)
+	@bin=$$($(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --show-bin-path); \
+	  "$$bin/swpatch-bench" --swpatch "$$bin/swpatch" --fixtures $(BENCHOUT) \
+	    --frida-python bench/.venv/bin/python --out bench/results.json
 
 clean:
 	rm -rf .build $(FIXOUT)

@@ -56,6 +56,9 @@ let package = Package(
         "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
+    // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the
+    // swpatch binary and times symbol look-ups in-process.
+    .executableTarget(name: "swpatch-bench", dependencies: ["SwpatchSymbols"]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     .testTarget(

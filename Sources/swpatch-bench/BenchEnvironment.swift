@@ -1,0 +1,153 @@
+import Foundation
+import Glibc
+
+/// Where the bench finds its tools and fixtures, and the one place that decides the
+/// environment every `swpatch` run gets: a temporary state directory, so the bench never
+/// touches /var/lib/swpatch (and, once the CLI is a daemon client, the daemon's socket).
+struct BenchEnvironment {
+  var swpatch: String
+  var fixtures: String
+  var fridaPython: String?
+  var fridaScript: String
+  var gdb: String?
+  var llvm: String?
+  var output: String
+  var quick: Bool
+  /// Sections to run (`--only operations,peers,symbols,memory`); nil runs all.
+  var only: Set<String>?
+  /// Temporary directory for the state, control files and captured output.
+  var scratch: String
+
+  /// The registry's directory: under `scratch`, or on tmpfs for `onTmpfs()`.
+  var stateDirectory: String { stateRoot + "/state" }
+  private var stateRoot: String
+
+  /// Environment of every `swpatch` run.
+  /// The first `swpatch` run starts the bench's own daemon on this socket and state
+  /// directory; `removeState` stops it.
+  var swpatchEnvironment: [String: String] {
+    ["SWPATCH_STATE_DIR": stateDirectory, "SWPATCH_SOCKET": socket]
+  }
+
+  var socket: String { stateRoot + "/swpatchd.sock" }
+
+  /// The pid of the bench's daemon, once a run has started it.
+  var daemonPID: pid_t? {
+    (try? String(contentsOfFile: stateDirectory + "/swpatchd.pid", encoding: .utf8))
+      .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+  }
+
+  /// SIGTERM to the bench's daemon and a bounded wait for its socket to go.
+  func stopDaemon() {
+    guard let pid = daemonPID else { return }
+    kill(pid, SIGTERM)
+    for _ in 0..<300 where access(socket, F_OK) == 0 { usleep(10_000) }
+  }
+
+  /// The same bench with the state directory on tmpfs (/dev/shm), where fsync costs
+  /// nothing: the difference shows what saving the registry adds to a stop.
+  func onTmpfs() -> BenchEnvironment? {
+    var template = Array("/dev/shm/swpatch-bench.XXXXXX".utf8CString)
+    guard let made = mkdtemp(&template) else { return nil }
+    var copy = self
+    copy.stateRoot = String(cString: made)
+    return copy
+  }
+
+  func runs(_ section: String) -> Bool { only?.contains(section) ?? true }
+
+  func fixture(_ name: String) -> String { fixtures + "/" + name }
+
+  /// Runs `swpatch ARGS` with the bench's environment, bounded by `timeout` seconds.
+  func swpatch(_ args: [String], timeout: Double = 60) -> ChildResult {
+    Child.run(swpatch, args, env: swpatchEnvironment, scratch: scratch, timeout: timeout)
+  }
+
+  /// Peak RSS of `swpatch ARGS`, MB, as GNU time measures it. Not our own wait4's
+  /// `ru_maxrss`: a child made by posix_spawn (vfork) starts with the bench's memory
+  /// map, and the kernel carries that map's high-water mark over the exec, so every
+  /// child would read as large as the bench.
+  func swpatchPeakRSS(_ args: [String]) -> (ChildResult, Double?) {
+    guard access(Self.gnuTime, X_OK) == 0 else {
+      return (
+        ChildResult(
+          status: 127, timedOut: false, wall: .zero, stdout: "", stderr: "/usr/bin/time not installed"), nil
+      )
+    }
+    let file = scratch + "/rss"
+    let result = Child.run(
+      Self.gnuTime, ["-f", "%M", "-o", file, swpatch] + args, env: swpatchEnvironment, scratch: scratch,
+      timeout: 120)
+    let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+    let kib = text.split(separator: "\n").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+    return (result, result.succeeded ? kib.map { $0 * 1024 / 1e6 } : nil)
+  }
+
+  static let gnuTime = "/usr/bin/time"
+
+  /// Parses `--swpatch PATH --fixtures DIR [--frida-python PATH]
+  /// [--frida-script PATH] [--gdb PATH] [--llvm PATH] [--out FILE] [--quick]
+  /// [--only SECTION,...]`.
+  static func fromArguments(_ arguments: [String]) throws -> BenchEnvironment {
+    var values: [String: String] = [:]
+    var quick = false
+    var i = 1
+    while i < arguments.count {
+      let key = arguments[i]
+      if key == "--quick" {
+        quick = true
+      } else if key == "--help" || key == "-h" {
+        throw BenchError(usage)
+      } else {
+        guard key.hasPrefix("--"), i + 1 < arguments.count else { throw BenchError(usage) }
+        values[String(key.dropFirst(2))] = arguments[i + 1]
+        i += 1
+      }
+      i += 1
+    }
+    guard let swpatch = values["swpatch"], let fixtures = values["fixtures"] else {
+      throw BenchError(usage)
+    }
+    var template = Array((NSTemporaryDirectory() + "/swpatch-bench.XXXXXX").utf8CString)
+    guard let made = mkdtemp(&template) else { throw BenchError("cannot make a temporary directory") }
+    // Absolute paths: a target resolves a relative library path against its own
+    // directory, and Frida's Module.load of a relative path crashed the target here.
+    return BenchEnvironment(
+      swpatch: absolute(swpatch), fixtures: absolute(fixtures),
+      fridaPython: values["frida-python"].map(absolute).flatMap(executable),
+      fridaScript: absolute(values["frida-script"] ?? "bench/frida-patch.py"),
+      gdb: executable(values["gdb"] ?? "/usr/bin/gdb"),
+      llvm: values["llvm"] ?? "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1",
+      output: values["out"] ?? "bench/results.json", quick: quick,
+      only: values["only"].map { Set($0.split(separator: ",").map(String.init)) },
+      scratch: String(cString: made), stateRoot: String(cString: made))
+  }
+
+  static let usage = """
+    usage: swpatch-bench --swpatch PATH --fixtures DIR [--frida-python PATH]
+                         [--frida-script PATH] [--gdb PATH] [--llvm PATH] [--out FILE] [--quick]
+                         [--only operations,peers,symbols,memory]
+    Run it through `make bench` (docs/benchmarks.md).
+    """
+
+  /// `path` from the current directory, symbolic links kept (a venv's python is one).
+  private static func absolute(_ path: String) -> String {
+    path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+  }
+
+  private static func executable(_ path: String) -> String? {
+    access(path, X_OK) == 0 ? path : nil
+  }
+
+  /// Removes the temporary directories.
+  func cleanUp() {
+    try? FileManager.default.removeItem(atPath: scratch)
+    removeState()
+  }
+
+  /// Removes the state directory (all of it, for an `onTmpfs()` copy).
+  func removeState() {
+    stopDaemon()
+    try? FileManager.default.removeItem(atPath: stateRoot)
+  }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import Glibc
+
+/// How a finished child went: exit, wall time from spawn to exit, peak RSS.
+struct ChildResult {
+  /// Exit code, or 128 + signal number.
+  var status: Int32
+  var timedOut: Bool
+  var wall: Duration
+  var stdout: String
+  var stderr: String
+
+  var succeeded: Bool { status == 0 && !timedOut }
+  /// One line for the table when the child failed.
+  var failure: String {
+    if timedOut { return "timed out" }
+    let text = (stderr.isEmpty ? stdout : stderr).split(separator: "\n").last.map(String.init) ?? ""
+    return "exit \(status): \(text.prefix(120))"
+  }
+}
+
+/// Starts child processes with an empty signal mask and default dispositions (so they
+/// stop on SIGTERM whoever started the bench), and stops each one by its pid.
+enum Child {
+  struct Pipes {
+    var stdin: Int32 = -1
+    var stdout: Int32 = -1
+  }
+
+  /// Spawns `path`; stdout and stderr go to the given files (else /dev/null), or stdin
+  /// and stdout to pipes returned in `Pipes` when `pipes` is true.
+  static func spawn(
+    _ path: String, _ args: [String], env: [String: String], stdoutFile: String? = nil,
+    stderrFile: String? = nil, pipes: Bool = false
+  ) throws -> (pid_t, Pipes) {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    var result = Pipes()
+    var close: [Int32] = []
+    if pipes {
+      var input: [Int32] = [0, 0]
+      var output: [Int32] = [0, 0]
+      guard pipe(&input) == 0, pipe(&output) == 0 else {
+        throw BenchError("pipe: \(String(cString: strerror(errno)))")
+      }
+      posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+      posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+      posix_spawn_file_actions_addopen(
+        &actions, 2, stderrFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+      // The child keeps only its own ends (our stdin end open in it would hide EOF).
+      for fd in [input[0], input[1], output[0], output[1]] {
+        posix_spawn_file_actions_addclose(&actions, fd)
+      }
+      result = Pipes(stdin: input[1], stdout: output[0])
+      close = [input[0], output[1]]
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+      posix_spawn_file_actions_addopen(
+        &actions, 1, stdoutFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+      posix_spawn_file_actions_addopen(
+        &actions, 2, stderrFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    }
+    defer { for fd in close { Glibc.close(fd) } }
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var merged = ProcessInfo.processInfo.environment
+    merged.merge(env) { $1 }
+    let argv = ([path] + args).map { strdup($0) } + [nil]
+    let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
+    guard rc == 0 else {
+      if pipes { Glibc.close(result.stdin); Glibc.close(result.stdout) }
+      throw BenchError("cannot start \(path): \(String(cString: strerror(rc)))")
+    }
+    return (pid, result)
+  }
+
+  /// Runs `path` to completion, killed after `timeout` seconds; stdout and stderr are
+  /// kept in files under `scratch`.
+  static func run(
+    _ path: String, _ args: [String], env: [String: String] = [:], scratch: String,
+    timeout: Double
+  ) -> ChildResult {
+    let out = scratch + "/child.out"
+    let err = scratch + "/child.err"
+    let start = ContinuousClock.now
+    let pid: pid_t
+    do {
+      (pid, _) = try spawn(path, args, env: env, stdoutFile: out, stderrFile: err)
+    } catch {
+      return ChildResult(status: 127, timedOut: false, wall: .zero, stdout: "", stderr: "\(error)")
+    }
+    let (status, timedOut, _, end) = waitBounded(pid, timeout: timeout)
+    return ChildResult(
+      status: status, timedOut: timedOut, wall: end - start,
+      stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+      stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+  }
+
+  /// Waits for `pid` to exit, SIGKILLing it after `timeout` seconds. The child is
+  /// reaped only after the watchdog can no longer fire, so the watchdog never signals a
+  /// recycled pid. Returns the status, whether it timed out, its usage and when it exited.
+  static func waitBounded(_ pid: pid_t, timeout: Double)
+    -> (Int32, Bool, rusage, ContinuousClock.Instant)
+  {
+    let watchdog = Watchdog()
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { watchdog.fire(pid) }
+    var info = siginfo_t()
+    while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+    let end = ContinuousClock.now
+    let timedOut = watchdog.disarm()
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    return (exitCode(status), timedOut, usage, end)
+  }
+
+  /// SIGTERM, then SIGKILL after `grace` seconds; always reaps. For long-lived children.
+  static func stop(_ pid: pid_t, grace: Double = 3) {
+    kill(pid, SIGTERM)
+    let deadline = ContinuousClock.now + .milliseconds(Int(grace * 1000))
+    var status: Int32 = 0
+    while ContinuousClock.now < deadline {
+      let r = waitpid(pid, &status, WNOHANG)
+      if r == pid || (r < 0 && errno == ECHILD) { return }
+      usleep(2000)
+    }
+    kill(pid, SIGKILL)
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  }
+
+  /// Whether `pid` (a child of ours) is still running, reaping it if it exited.
+  static func isRunning(_ pid: pid_t) -> Bool {
+    var status: Int32 = 0
+    return waitpid(pid, &status, WNOHANG) == 0
+  }
+
+  static func exitCode(_ status: Int32) -> Int32 {
+    let signal = status & 0x7f
+    return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+  }
+}
+
+/// Kills a child once, unless it has already exited.
+private final class Watchdog: @unchecked Sendable {
+  private let lock = NSLock()
+  private var done = false
+  private var fired = false
+
+  func fire(_ pid: pid_t) {
+    lock.lock()
+    defer { lock.unlock() }
+    if !done {
+      fired = true
+      kill(pid, SIGKILL)
+    }
+  }
+
+  /// Stops the watchdog; true if it had killed the child.
+  func disarm() -> Bool {
+    lock.lock()
+    defer { lock.unlock() }
+    done = true
+    return fired
+  }
+}
+
+/// Reads lines from a child's pipe with a deadline.
+final class LineReader {
+  private let fd: Int32
+  private var buffer: [UInt8] = []
+
+  init(fd: Int32) { self.fd = fd }
+
+  /// The next line, or nil at EOF or after `timeout` seconds.
+  func next(timeout: Double) -> String? {
+    let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+    while true {
+      if let newline = buffer.firstIndex(of: 10) {
+        let line = String(decoding: buffer[..<newline], as: UTF8.self)
+        buffer.removeSubrange(...newline)
+        return line
+      }
+      let left = deadline - ContinuousClock.now
+      guard left > .zero else { return nil }
+      var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+      let ms = Int32(max(1, left.milliseconds))
+      guard poll(&poller, 1, ms) > 0 else { continue }
+      var chunk = [UInt8](repeating: 0, count: 4096)
+      let n = read(fd, &chunk, chunk.count)
+      guard n > 0 else { return nil }
+      buffer += chunk[..<n]
+    }
+  }
+}
+
+/// Peak resident set size (`VmHWM`) of a running process, MiB; nil if it is gone. For
+/// long-lived processes such as the daemon, measured from outside.
+func peakRSS(pid: pid_t) -> Double? {
+  guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+    return nil
+  }
+  for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+    let kib = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
+    return kib.flatMap { Double($0) }.map { $0 / 1024 }
+  }
+  return nil
+}
+
+/// A failure of the bench itself (not of a measured tool).
+struct BenchError: Error, CustomStringConvertible {
+  var description: String
+  init(_ description: String) { self.description = description }
+}
+
+extension Duration {
+  var seconds: Double {
+    let (s, atto) = components
+    return Double(s) + Double(atto) / 1e18
+  }
+  var milliseconds: Int64 { Int64(seconds * 1000) }
+  var microseconds: Double { seconds * 1e6 }
+}

@@ -1,0 +1,83 @@
+import Foundation
+
+/// Judges the run against the targets of issue 7, each with the figure it rests on.
+struct Targets {
+  let report: Report
+
+  func evaluate() {
+    attachWall()
+    otherThreadStall()
+    switchStop()
+    callRate()
+    lookups()
+    memory()
+  }
+
+  private func attachWall() {
+    for peer in ["gdb", "frida"] {
+      let ratio = report.row(PeerBench.section, "swpatch wall / \(peer) wall (same repetition)")
+      report.check(
+        "attach wall time <= 1/10 of \(peer)'s (2 threads, same run)", met: ratio.map { $0.median <= 0.1 },
+        figure: ratio.map { "swpatch/\(peer) = \(format($0.median, .ratio)) (median)" } ?? "no \(peer) figure"
+      )
+    }
+  }
+
+  private func otherThreadStall() {
+    for threads in [2, 16] {
+      let name = OperationBench.label("attach", threads: threads, functions: 1) + ": stall (other thread)"
+      let stall = report.row(OperationBench.section, name)
+      report.check(
+        "longest stop of a non-borrowed thread during attach <= 1 ms median, \(threads) threads",
+        met: stall.map { $0.median <= 1000 }, figure: stall.map { format($0.median, .us) } ?? "not measured")
+    }
+  }
+
+  private func switchStop() {
+    for (threads, limit) in [(1, 200.0), (200, 5000.0)] {
+      let name = OperationBench.label("enable", threads: threads, functions: 1) + ": stop"
+      let stop = report.row(OperationBench.section, name)
+      report.check(
+        "switch (enable, library loaded) stops a \(threads)-thread target <= \(format(limit, .us)) median",
+        met: stop.map { $0.median <= limit }, figure: stop.map { format($0.median, .us) } ?? "not measured")
+    }
+  }
+
+  private func callRate() {
+    let ours = report.row(PeerBench.rateSection, "swpatch patched / replacement called directly")
+    report.check(
+      "patched call rate >= 0.9x calling the replacement directly", met: ours.map { $0.median >= 0.9 },
+      figure: ours.map { format($0.median, .ratio) } ?? "not measured")
+    for peer in ["gdb", "frida"] {
+      let theirs = report.row(PeerBench.rateSection, "\(peer) patched / replacement called directly")
+      var met: Bool?
+      if let ours, let theirs { met = ours.median >= theirs.median }
+      report.check(
+        "patched call rate not below \(peer)'s", met: met,
+        figure: theirs.map {
+          "swpatch \(format(ours?.median ?? 0, .ratio)) vs \(peer) \(format($0.median, .ratio)) of direct"
+        }
+          ?? "no \(peer) figure")
+    }
+  }
+
+  private func lookups() {
+    let section = "symbol resolution in libLLVM-15 loaded into a target"
+    for (kind, limit) in [("cold", 1000.0), ("warm", 10.0)] {
+      let row = report.row(section, "swpatch in-process, 1000 names, \(kind)")
+      report.check(
+        "1,000 look-ups in libLLVM-15, \(kind) < \(format(limit, .ms))", met: row.map { $0.median < limit },
+        figure: row.map { format($0.median, .ms) } ?? "not measured")
+    }
+  }
+
+  private func memory() {
+    let status = report.row(MemoryBench.section, MemoryBench.bigStatus)
+    report.check(
+      "CLI peak RSS for status <= 40 MB", met: status.map { $0.max <= 40 },
+      figure: status.map { "\(format($0.max, .mb)) (max, 1,001 hooks)" } ?? "not measured")
+    report.check(
+      "daemon peak RSS with 10 targets and libLLVM-15's symbols <= 150 MB", met: nil,
+      figure: "not measured: no daemon yet")
+  }
+}
