@@ -123,8 +123,10 @@ demo: deps fixtures
 # The benchmark (docs/benchmarks.md): its own target program and patches of 1, 100 and
 # 1,000 functions, generated into Fixtures/build/bench; peers (gdb, Frida, libLLVM-15)
 # set up by bench/setup.sh; a release build; then swpatch-bench prints the table and
-# writes bench/results.json. BENCH_SCRATCH picks the build directory.
+# writes bench/results.json. BENCH_SCRATCH picks the build directory; BENCH_ARGS adds
+# swpatch-bench options (`make bench BENCH_ARGS=--quick`: fewer repetitions).
 BENCH_SCRATCH ?= .build
+BENCH_ARGS ?=
 BENCHOUT := $(FIXOUT)/bench
 BENCH_SIZES := 1 100 1000
 
@@ -143,7 +145,7 @@ bench: deps bench-fixtures
 	$(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH)
 	@bin=$$($(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --show-bin-path); \
 	  "$$bin/swpatch-bench" --swpatch "$$bin/swpatch" --fixtures $(BENCHOUT) \
-	    --frida-python bench/.venv/bin/python --out bench/results.json
+	    --frida-python bench/.venv/bin/python --out bench/results.json $(BENCH_ARGS)
 
 clean:
 	rm -rf .build $(FIXOUT)

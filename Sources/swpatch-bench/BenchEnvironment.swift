@@ -18,7 +18,8 @@ struct BenchEnvironment {
   /// Temporary directory for the state, control files and captured output.
   var scratch: String
 
-  /// The registry's directory: under `scratch`, or on tmpfs for `onTmpfs()`.
+  /// The registry's directory: under `scratch`, or under another root for `onTmpfs()`
+  /// and `privateState(under:)`.
   var stateDirectory: String { stateRoot + "/state" }
   private var stateRoot: String
 
@@ -37,17 +38,50 @@ struct BenchEnvironment {
       .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
   }
 
-  /// SIGTERM to the bench's daemon and a bounded wait for its socket to go.
+  /// Starts this environment's daemon with a `status` call and checks that it runs, so
+  /// that its start (and the CLI's wait for it) is never part of a measured operation.
+  /// Call it right after making an environment.
+  func startDaemon() throws {
+    let result = swpatch(["status"])
+    guard result.succeeded else { throw BenchError("cannot start the bench's daemon: \(result.failure)") }
+    guard let pid = daemonPID, isOurDaemon(pid) else {
+      throw BenchError("swpatch status answered, but no daemon of ours runs on \(socket)")
+    }
+  }
+
+  /// Whether `pid` is a `swpatch daemon` serving this environment's socket (not a
+  /// process that reused the pid of a daemon that has exited).
+  func isOurDaemon(_ pid: pid_t) -> Bool {
+    guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+    let args = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    let ours = (socket as NSString).standardizingPath
+    return args.contains("daemon") && args.contains { ($0 as NSString).standardizingPath == ours }
+  }
+
+  /// SIGTERM to the bench's daemon and a bounded wait for it to exit (SIGKILL after
+  /// 5 s: the bench's targets are its own, so a daemon killed mid-operation harms nothing
+  /// that outlives the bench).
   func stopDaemon() {
-    guard let pid = daemonPID else { return }
+    guard let pid = daemonPID, isOurDaemon(pid) else { return }
     kill(pid, SIGTERM)
-    for _ in 0..<300 where access(socket, F_OK) == 0 { usleep(10_000) }
+    for _ in 0..<500 where isOurDaemon(pid) { usleep(10_000) }
+    if isOurDaemon(pid) {
+      progress("the daemon \(pid) did not stop on SIGTERM within 5 s; killing it")
+      kill(pid, SIGKILL)
+    }
   }
 
   /// The same bench with the state directory on tmpfs (/dev/shm), where fsync costs
-  /// nothing: the difference shows what saving the registry adds to a stop.
+  /// nothing: the difference shows what saving the registry adds to a stop. It gets its
+  /// own daemon, which `removeState` stops.
   func onTmpfs() -> BenchEnvironment? {
-    var template = Array("/dev/shm/swpatch-bench.XXXXXX".utf8CString)
+    privateState(under: "/dev/shm")
+  }
+
+  /// The same bench with a state directory (and so a daemon) of its own under `parent`,
+  /// for a figure that must not include what earlier sections made the main daemon do.
+  func privateState(under parent: String) -> BenchEnvironment? {
+    var template = Array((parent + "/swpatch-bench.XXXXXX").utf8CString)
     guard let made = mkdtemp(&template) else { return nil }
     var copy = self
     copy.stateRoot = String(cString: made)
@@ -139,13 +173,14 @@ struct BenchEnvironment {
     access(path, X_OK) == 0 ? path : nil
   }
 
-  /// Removes the temporary directories.
+  /// Stops the daemon and removes the temporary directories. The state goes first:
+  /// the daemon's pid file is in it (and, for the main environment, it is `scratch`).
   func cleanUp() {
-    try? FileManager.default.removeItem(atPath: scratch)
     removeState()
+    try? FileManager.default.removeItem(atPath: scratch)
   }
 
-  /// Removes the state directory (all of it, for an `onTmpfs()` copy).
+  /// Stops the daemon and removes the state directory (all of its root, for a copy).
   func removeState() {
     stopDaemon()
     try? FileManager.default.removeItem(atPath: stateRoot)

@@ -56,6 +56,9 @@ struct OperationBench {
       let bench = tmpfs ? env.onTmpfs() : env
       if bench == nil { failure = "cannot make a directory in /dev/shm" }
       defer { if tmpfs { bench?.removeState() } }
+      if tmpfs, let bench {
+        do { try bench.startDaemon() } catch { failure = "\(error)" }
+      }
       for _ in 0..<reps where failure == nil {
         do {
           try oneTarget(bench!, threads: threads, functions: functions, cycles: cycles, into: &samples)

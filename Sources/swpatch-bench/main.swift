@@ -5,6 +5,8 @@ import Foundation
 do {
   let env = try BenchEnvironment.fromArguments(CommandLine.arguments)
   defer { env.cleanUp() }
+  // The daemon starts here, so no measured row includes its start.
+  try env.startDaemon()
   let report = Report()
   if env.runs("operations") { OperationBench(env: env, report: report).run() }
   if env.runs("peers") { PeerBench(env: env, report: report).run() }
