@@ -205,15 +205,17 @@ final class LineReader {
   }
 }
 
-/// Peak resident set size (`VmHWM`) of a running process, MiB; nil if it is gone. For
-/// long-lived processes such as the daemon, measured from outside.
-func peakRSS(pid: pid_t) -> Double? {
+/// A memory figure of a running process from /proc/PID/status (`VmRSS`: resident now;
+/// `VmHWM`: the peak of its resident set over its life), in MB (10^6 bytes, as the
+/// CLI's rows); nil if the process is gone. For long-lived processes such as the daemon,
+/// measured from outside.
+func processMemoryMB(pid: pid_t, field: String) -> Double? {
   guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
     return nil
   }
-  for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+  for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
     let kib = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
-    return kib.flatMap { Double($0) }.map { $0 / 1024 }
+    return kib.flatMap { Double($0) }.map { $0 * 1024 / 1e6 }
   }
   return nil
 }
