@@ -42,6 +42,7 @@ struct BenchEnvironment {
   /// that its start (and the CLI's wait for it) is never part of a measured operation.
   /// Call it right after making an environment.
   func startDaemon() throws {
+    Leftovers.shared.add(self)
     let result = swpatch(["status"])
     guard result.succeeded else { throw BenchError("cannot start the bench's daemon: \(result.failure)") }
     guard let pid = daemonPID, isOurDaemon(pid) else {
@@ -183,6 +184,7 @@ struct BenchEnvironment {
   /// Stops the daemon and removes the state directory (all of its root, for a copy).
   func removeState() {
     stopDaemon()
+    Leftovers.shared.remove(self)
     try? FileManager.default.removeItem(atPath: stateRoot)
   }
 }

@@ -44,6 +44,7 @@ final class BenchTarget {
     let (pid, _) = try Child.spawn(
       env.fixture("bench-target"), [path, "\(threads)", library] + preload, env: [:],
       stderrFile: path + ".err")
+    Leftovers.shared.add(target: pid)
     let target = BenchTarget(pid: pid, threads: threads, control: map)
     let deadline = ContinuousClock.now + .seconds(30)
     while target.word(.ready) != UInt64(pid) {
@@ -63,6 +64,7 @@ final class BenchTarget {
     stopped = true
     if !reaped { Child.stop(pid) }
     reaped = true
+    Leftovers.shared.remove(target: pid)
     munmap(control, Self.size)
   }
 
@@ -119,7 +121,10 @@ final class BenchTarget {
   }
 
   private var isRunning: Bool {
-    if !reaped && !Child.isRunning(pid) { reaped = true }
+    if !reaped && !Child.isRunning(pid) {
+      reaped = true
+      Leftovers.shared.remove(target: pid)
+    }
     return !reaped
   }
 

@@ -2,6 +2,7 @@
 // Frida on the bench's own fixtures, prints a table and writes bench/results.json.
 import Foundation
 
+Leftovers.shared.stopOnInterrupt()
 do {
   let env = try BenchEnvironment.fromArguments(CommandLine.arguments)
   defer { env.cleanUp() }
