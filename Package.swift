@@ -44,7 +44,7 @@ let package = Package(
     .target(
       name: "SwpatchDaemon",
       dependencies: [
-        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "CSwpatchShim",
+        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -58,11 +58,11 @@ let package = Package(
       ]),
     // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the
     // swpatch binary and times symbol look-ups in-process.
-    .executableTarget(name: "swpatch-bench", dependencies: ["SwpatchSymbols"]),
+    .executableTarget(name: "swpatch-bench", dependencies: ["SwpatchSymbols", "SwpatchProcess"]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
-      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess", "CSwpatchShim"]),
+      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
   ]
 )

@@ -1,6 +1,6 @@
-import CSwpatchShim
 import Foundation
 import Glibc
+import SwpatchProcess
 
 /// The CLI's end of the socket: one connection per request, one line each way. When no
 /// daemon answers, a root client starts one in the background and waits for it.
@@ -98,8 +98,16 @@ public struct DaemonClient: Sendable {
       atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     let log = stateDirectory + "/swpatchd.log"
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "swpatch"
-    let child = try DaemonSpawner.spawn(
-      exe, ["daemon", "--foreground", "--socket", socketPath, "--state-dir", stateDirectory], log: log)
+    let child: pid_t
+    do {
+      // A session of its own, so the caller's terminal and process group can end
+      // without taking the daemon along; output appended to its log.
+      child = try ChildProcess.spawn(
+        exe, ["daemon", "--foreground", "--socket", socketPath, "--state-dir", stateDirectory],
+        stdout: .file(log, append: true), newSession: true)
+    } catch {
+      throw ErrorBody(code: "no_daemon", message: "cannot start the daemon: \(error)")
+    }
     let deadline = Date().addingTimeInterval(startTimeout)
     while Date() < deadline {
       if case .success(let fd) = connect() { return fd }
@@ -160,41 +168,4 @@ public struct DaemonClient: Sendable {
 public struct Errno32: Error, Equatable, Sendable {
   public var rawValue: Int32
   public init(_ rawValue: Int32) { self.rawValue = rawValue }
-}
-
-/// Starts a background daemon process detached from the caller.
-public enum DaemonSpawner {
-  /// Spawns `path args...` in a new session, stdin from /dev/null and output appended
-  /// to `log`, with an empty signal mask and default signal dispositions (a caller's
-  /// blocked SIGTERM must not make the daemon unstoppable).
-  public static func spawn(_ path: String, _ args: [String], log: String) throws(ErrorBody) -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // Nothing else: a caller's pipe held open by the daemon would never see EOF.
-    swp_spawn_addclosefrom(&actions, 3)
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var empty = sigset_t()
-    sigemptyset(&empty)
-    var all = sigset_t()
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attr, &empty)
-    posix_spawnattr_setsigdefault(&attr, &all)
-    let setsid: Int32 = 0x80  // POSIX_SPAWN_SETSID, hidden behind _GNU_SOURCE
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
-    let argv = ([path] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
-    guard rc == 0 else {
-      throw ErrorBody(
-        code: "no_daemon", message: "cannot start the daemon \(path): \(String(cString: strerror(rc)))")
-    }
-    return pid
-  }
 }

@@ -187,7 +187,7 @@ public final class Engine: @unchecked Sendable {
         pid: pid, state: state, session: session, options: options, check: check
       ) {
         transaction in
-        let loaded = try transaction.loadLibrary(stored, image: image, near: firstSite)
+        let loaded = try transaction.loadLibrary(stored, elf: library, image: image, near: firstSite)
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
         let installs = try transaction.execute(plan, sizes: sizes)
         let libraries =

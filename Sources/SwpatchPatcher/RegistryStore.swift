@@ -4,7 +4,7 @@ import SwpatchProcess
 import SwpatchRegistry
 
 /// The registry on disk: `registry.json` in the state directory, replaced atomically
-/// (temporary file, fsync, rename) after every change and guarded by an exclusive
+/// (temporary file, rename) after every change and guarded by an exclusive
 /// `flock`, so two commands at once cannot lose each other's changes.
 public final class RegistryStore: @unchecked Sendable {
   public let directory: String
@@ -101,19 +101,18 @@ public final class RegistryStore: @unchecked Sendable {
     do { data = try encoder.encode(registry) } catch {
       throw .io(path: registryPath, reason: "cannot encode: \(error)")
     }
+    // Temporary file, then rename: a reader (or our next start after a crash) sees the
+    // old registry or the new one, never half of one. No fsync, deliberately: this runs
+    // while the target is stopped, and the registry describes live processes. A crash
+    // of swpatch leaves the written file in the page cache; a crash of the machine
+    // ends every target, and the next start drops them all anyway.
     let temporary = registryPath + ".tmp"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw .io(path: temporary, reason: String(cString: strerror(errno))) }
     let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-    let synced = fsync(fd)
     close(fd)
-    guard written == data.count, synced == 0, rename(temporary, registryPath) == 0 else {
+    guard written == data.count, rename(temporary, registryPath) == 0 else {
       throw .io(path: registryPath, reason: String(cString: strerror(errno)))
-    }
-    let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if dir >= 0 {
-      fsync(dir)  // make the rename itself durable
-      close(dir)
     }
   }
 }

@@ -147,7 +147,7 @@ final class Transaction {
   /// memfd stays open while the library is loaded: glibc knows loaded objects by their
   /// path name, so a later library must not get the same /proc/self/fd/N.
   func loadLibrary(
-    _ library: StoredLibrary, image: ProcessImage, near: UInt64
+    _ library: StoredLibrary, elf: ElfFile, image: ProcessImage, near: UInt64
   ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
     if let object = alreadyMapped(library, image: image) { return (object.loadBias, 0, false) }
     let dlopen = try loaderFunction("dlopen", in: image)
@@ -172,12 +172,15 @@ final class Transaction {
       throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
     }
     loadedHandle = (handle, try? loaderFunction("dlclose", in: image), fd)
-    let reloaded = try ProcessImage(pid: target.pid)
-    guard let object = reloaded.object(device: identity.device, inode: identity.inode) else {
+    // The bias comes from the library's first mapping alone: re-reading every object of
+    // the process here would keep the target stopped for milliseconds more.
+    let mapped = try ProcessMaps.read(pid: target.pid)
+      .filter { $0.device == identity.device && $0.inode == identity.inode }
+    guard let first = mapped.min(by: { $0.start < $1.start }) else {
       throw PatchError.dlopenFailed(
         path: library.originalPath, reason: "the library is not mapped after dlopen")
     }
-    return (object.loadBias, handle, true)
+    return (elf.loadBias(mappedAt: first.start, offset: first.offset), handle, true)
   }
 
   /// The library's own file mapped by the program (it links it), or a memfd of ours

@@ -15,9 +15,12 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
   case remoteSyscallFailed(name: String, errno: Errno)
   case noSyscallInstruction(pid: Int32)
   case io(path: String, errno: Errno)
+  case cannotStart(path: String, errno: Errno)
 
   public var description: String {
     switch self {
+    case .cannotStart(let path, let errno):
+      return "cannot start \(path): \(errno)"
     case .noSuchProcess(let pid):
       return "no process with pid \(pid) (check the pid with `ps -p \(pid)`)"
     case .kernelThread(let pid):

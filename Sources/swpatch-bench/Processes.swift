@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwpatchProcess
 
 /// How a finished child went: exit, wall time from spawn to exit, peak RSS.
 struct ChildResult {
@@ -33,57 +34,29 @@ enum Child {
     _ path: String, _ args: [String], env: [String: String], stdoutFile: String? = nil,
     stderrFile: String? = nil, pipes: Bool = false
   ) throws -> (pid_t, Pipes) {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    var result = Pipes()
-    var close: [Int32] = []
-    if pipes {
-      var input: [Int32] = [0, 0]
-      var output: [Int32] = [0, 0]
-      guard pipe(&input) == 0, pipe(&output) == 0 else {
-        throw BenchError("pipe: \(String(cString: strerror(errno)))")
-      }
-      posix_spawn_file_actions_adddup2(&actions, input[0], 0)
-      posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-      posix_spawn_file_actions_addopen(
-        &actions, 2, stderrFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-      // The child keeps only its own ends (our stdin end open in it would hide EOF).
-      for fd in [input[0], input[1], output[0], output[1]] {
-        posix_spawn_file_actions_addclose(&actions, fd)
-      }
-      result = Pipes(stdin: input[1], stdout: output[0])
-      close = [input[0], output[1]]
-    } else {
-      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-      posix_spawn_file_actions_addopen(
-        &actions, 1, stdoutFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-      posix_spawn_file_actions_addopen(
-        &actions, 2, stderrFile ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    func file(_ path: String?) -> ChildProcess.Stream { path.map { .file($0, append: false) } ?? .null }
+    guard pipes else {
+      let pid = try ChildProcess.spawn(
+        path, args, environment: env, stdout: file(stdoutFile), stderr: file(stderrFile))
+      return (pid, Pipes())
     }
-    defer { for fd in close { Glibc.close(fd) } }
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var empty = sigset_t()
-    sigemptyset(&empty)
-    var all = sigset_t()
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attr, &empty)
-    posix_spawnattr_setsigdefault(&attr, &all)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var merged = ProcessInfo.processInfo.environment
-    merged.merge(env) { $1 }
-    let argv = ([path] + args).map { strdup($0) } + [nil]
-    let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { (argv + envp).forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
-    guard rc == 0 else {
-      if pipes { Glibc.close(result.stdin); Glibc.close(result.stdout) }
-      throw BenchError("cannot start \(path): \(String(cString: strerror(rc)))")
+    var input: [Int32] = [0, 0]
+    var output: [Int32] = [0, 0]
+    guard pipe(&input) == 0, pipe(&output) == 0 else {
+      throw BenchError("pipe: \(String(cString: strerror(errno)))")
     }
-    return (pid, result)
+    // The child's ends are closed here once it has them.
+    defer { [input[0], output[1]].forEach { Glibc.close($0) } }
+    do {
+      let pid = try ChildProcess.spawn(
+        path, args, environment: env, stdin: .descriptor(input[0]), stdout: .descriptor(output[1]),
+        stderr: file(stderrFile))
+      return (pid, Pipes(stdin: input[1], stdout: output[0]))
+    } catch {
+      Glibc.close(input[1])
+      Glibc.close(output[0])
+      throw BenchError("cannot start \(path): \(error)")
+    }
   }
 
   /// Runs `path` to completion, killed after `timeout` seconds; stdout and stderr are

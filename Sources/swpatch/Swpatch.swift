@@ -12,24 +12,24 @@ struct Swpatch: ParsableCommand {
     commandName: "swpatch",
     abstract: "Live-patch functions of running Linux x86-64 processes.",
     discussion: """
-      swpatch loads a replacement library into a running process and redirects functions
-      to it through a trampoline, without a restart. Each patched function has one hook
-      with a stack of replacements; the top one runs.
+      swpatch loads a replacement library into a running process and redirects
+      functions to it through a trampoline, without a restart. Each patched
+      function has one hook with a stack of replacements; the top one runs.
 
       Quick start:
         swpatch attach 4242 fix.json        # patch pid 4242 as fix.json describes
         swpatch status                      # what is hooked, stacks top first
         swpatch disable 4242 fix-compute    # roll the patch back
 
-      attach, enable, disable, status and log are served by the daemon (swpatchd), which
-      owns the registry and runs every ptrace transaction. When none answers on the
-      socket, swpatch (as root) starts one in the background; `swpatch daemon
-      --foreground` runs it in the terminal or under systemd.
+      attach, enable, disable, status and log are served by the daemon (swpatchd),
+      which owns the registry and runs every ptrace transaction. When none answers
+      on the socket, swpatch (as root) starts one in the background; `swpatch
+      daemon --foreground` runs it in the terminal or under systemd.
 
       Exit codes: 0 success, 1 refused or failed (nothing changed), 64 bad usage.
       Environment: SWPATCH_SOCKET (default /run/swpatch/swpatchd.sock),
-      SWPATCH_STATE_DIR (default /var/lib/swpatch).
-      Debug files: SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
+      SWPATCH_STATE_DIR (default /var/lib/swpatch). Debug files:
+      SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
       """,
     subcommands: [
       Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, Daemon.self,
@@ -158,9 +158,9 @@ struct Attach: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Load a patch library into a running process and redirect its functions.",
     discussion: """
-      Every function of the patch goes in together or none does. The first patch of a
-      target fixes its disable policy: `stack` (disable only from the top, like undo) or
-      `any` (disable in any order). Example:
+      Every function of the patch goes in together or none does. The first patch
+      of a target fixes its disable policy: `stack` (disable only from the top,
+      like undo) or `any` (disable in any order). Example:
         swpatch attach 4242 Fixtures/build/fix-compute.json --policy any
       """)
 
@@ -235,8 +235,9 @@ struct Disable: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Disable a patch: each of its functions falls back to what is below it.",
     discussion: """
-      Under policy `stack` only a patch on top of every stack it sits in may be disabled;
-      the refusal names the patches above it. Under `any` any patch may be disabled.
+      Under policy `stack` only a patch on top of every stack it sits in may be
+      disabled; the refusal names the patches above it. Under `any` any patch may
+      be disabled.
       Example:
         swpatch disable 4242 fix-compute --dry-run
       """)
@@ -251,9 +252,10 @@ struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show patched targets, each hook's stack (top first) and each patch's state.",
     discussion: """
-      A hook whose memory no longer holds what the registry recorded (something else
-      rewrote the entry or the slot) is marked DRIFT with what was found; swpatch never
-      "fixes" it silently. Non-root callers see only their own processes. Example:
+      A hook whose memory no longer holds what the registry recorded (something
+      else rewrote the entry or the slot) is marked DRIFT with what was found;
+      swpatch never "fixes" it silently. Non-root callers see only their own
+      processes. Example:
         swpatch status 4242 --json
       """)
   @Argument(help: "Only this pid.") var pid: Int32?
@@ -283,9 +285,9 @@ struct Log: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Show the audit log: every state-changing request, accepted or refused.",
     discussion: """
-      One line per record: time, caller uid, target pid, operation, patch, result and how
-      long the target was stopped. Exits of patched targets are recorded too. Non-root
-      callers see only their own requests. Example:
+      One line per record: time, caller uid, target pid, operation, patch, result
+      and how long the target was stopped. Exits of patched targets are recorded
+      too. Non-root callers see only their own requests. Example:
         swpatch log --pid 4242 --json
       """)
   @Option(help: "Only records about this target pid.") var pid: Int32?
@@ -311,12 +313,13 @@ struct Daemon: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run swpatchd, the daemon that owns the registry and does all patching.",
     discussion: """
-      The daemon listens on a Unix socket (mode 0660, in a directory only root can write),
-      identifies each client by SO_PEERCRED (root may patch any process, other users only
-      their own), runs one operation at a time, watches patched targets for exit, and
-      appends every request to audit.log in its state directory. SIGTERM or SIGINT: it
-      finishes the operation in progress, removes its socket and exits 0; patches stay
-      live. Without --foreground it starts in the background and returns. Example:
+      The daemon listens on a Unix socket (mode 0660, in a directory only root can
+      write), identifies each client by SO_PEERCRED (root may patch any process,
+      other users only their own), runs one operation at a time, watches patched
+      targets for exit, and appends every request to audit.log in its state
+      directory. SIGTERM or SIGINT: it finishes the operation in progress, removes
+      its socket and exits 0; patches stay live. Without --foreground it starts in
+      the background and returns. Example:
         swpatch daemon --foreground --socket /run/swpatch/swpatchd.sock
       See docs/protocol.md and docs/swpatchd.service.
       """)
@@ -364,11 +367,12 @@ struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Resolve function names in a running process.",
     discussion: """
-      Prints, per name, the object that defines it, its runtime address, size, binding,
-      kind (function or ifunc), the object's build id, the function's compiler clones
-      (name.constprop.N, name.isra.N, name.part.N, name.cold), and from DWARF (the object's
-      or its separate debug file's, under $SWPATCH_DEBUG_ROOT or /usr/lib/debug) its
-      prototype and the lines where it was inlined; or why it cannot be resolved. Example:
+      Prints, per name, the object that defines it, its runtime address, size,
+      binding, kind (function or ifunc), the object's build id, the function's
+      compiler clones (name.constprop.N, name.isra.N, name.part.N, name.cold), and
+      from DWARF (the object's or its separate debug file's, under
+      $SWPATCH_DEBUG_ROOT or /usr/lib/debug) its prototype and the lines where it
+      was inlined; or why it cannot be resolved. Example:
         swpatch symbols 4242 compute dlopen --json
       """)
   @Argument(help: "Pid of the process.") var pid: Int32

@@ -1,6 +1,6 @@
-import CSwpatchShim
 import Foundation
 import Glibc
+import SwpatchProcess
 import Testing
 
 /// Paths of the built fixtures and the swpatch binary under test.
@@ -64,42 +64,19 @@ final class LineBuffer: @unchecked Sendable {
 }
 
 /// Spawns a program with an empty signal mask and default dispositions (children of
-/// `swift test` otherwise inherit a blocked mask and ignore SIGTERM), capturing stdout.
+/// `swift test` otherwise inherit a blocked mask and ignore SIGTERM), capturing stdout
+/// and stderr in one pipe.
 func spawn(_ path: String, _ args: [String], env: [String: String] = [:]) throws -> (pid_t, Int32) {
   var fds: [Int32] = [0, 0]
   guard pipe(&fds) == 0 else { throw POSIXError(.EIO) }
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-  // Only stdout/stderr: a pipe of a test running in parallel, inherited by a fixture
-  // or a daemon, would keep that test's reader from ever seeing EOF.
-  swp_spawn_addclosefrom(&actions, 3)
-  var attr = posix_spawnattr_t()
-  posix_spawnattr_init(&attr)
-  defer { posix_spawnattr_destroy(&attr) }
-  var empty = sigset_t()
-  sigemptyset(&empty)
-  var all = sigset_t()
-  sigfillset(&all)
-  posix_spawnattr_setsigmask(&attr, &empty)
-  posix_spawnattr_setsigdefault(&attr, &all)
-  posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-  let argv = ([path] + args).map { strdup($0) } + [nil]
-  defer { argv.forEach { free($0) } }
-  var environment = ProcessInfo.processInfo.environment
-  environment.merge(env) { $1 }
-  let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
-  defer { envp.forEach { free($0) } }
-  var pid: pid_t = 0
-  let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
-  Glibc.close(fds[1])
-  guard rc == 0 else {
+  defer { Glibc.close(fds[1]) }
+  do {
+    let pid = try ChildProcess.spawn(path, args, environment: env, stdout: .descriptor(fds[1]))
+    return (pid, fds[0])
+  } catch {
     Glibc.close(fds[0])
-    throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO)
+    throw error
   }
-  return (pid, fds[0])
 }
 
 /// Hands `body` each chunk read from `fd` until EOF, then closes `fd`.
