@@ -24,6 +24,8 @@ final class BenchTarget {
   /// Set once the target's exit has been reaped: its pid may then belong to another process.
   private var reaped = false
   private var stopped = false
+  /// How the target ended, once it was found to have exited on its own.
+  private var exitCode: Int32?
 
   private init(pid: pid_t, threads: Int, control: UnsafeMutableRawPointer) {
     self.pid = pid
@@ -115,13 +117,17 @@ final class BenchTarget {
     // usleep is an opaque call, so every pass reloads the shared words.
     while !done() {
       guard ContinuousClock.now < deadline else { throw BenchError("timed out waiting for \(what)") }
-      guard isRunning else { throw BenchError("bench-target \(pid) died waiting for \(what)") }
+      guard isRunning else {
+        let how = exitCode.map { Child.describe(exitCode: $0) } ?? "exited"
+        throw BenchError("bench-target \(pid) \(how) while waiting for \(what)")
+      }
       usleep(50)
     }
   }
 
   private var isRunning: Bool {
-    if !reaped && !Child.isRunning(pid) {
+    if !reaped, let code = Child.exitStatus(pid) {
+      exitCode = code
       reaped = true
       Leftovers.shared.remove(target: pid)
     }

@@ -25,26 +25,37 @@ struct PeerBench {
     var unpatchedOverDirect: [Double] = []
   }
 
+  /// A tool that failed this often is not run again (a tool that cannot work here
+  /// would otherwise cost its timeout in every repetition).
+  static let maxFailures = 2
+
   func run() {
     let reps = env.quick ? 2 : 5
     let windows = env.quick ? 4 : 8
     let unavailable = Tool.allCases.reduce(into: [Tool: String]()) { $0[$1] = reasonUnavailable($1) }
-    var runs: [Tool: [Run]] = [:]
-    var failures: [Tool: String] = [:]
+    // By repetition, so that each ratio pairs runs of the same repetition.
+    var runs: [Tool: [Int: Run]] = [:]
+    var failures: [Tool: [String]] = [:]
     for rep in 0..<reps {
       progress("peers: repetition \(rep + 1) of \(reps)")
       let order = Tool.allCases.indices.map { Tool.allCases[($0 + rep) % Tool.allCases.count] }
-      for tool in order where unavailable[tool] == nil && failures[tool] == nil {
+      for tool in order where unavailable[tool] == nil && failures[tool, default: []].count < Self.maxFailures
+      {
         do {
-          runs[tool, default: []].append(try once(tool, windows: windows))
+          runs[tool, default: [:]][rep] = try once(tool, windows: windows)
         } catch {
-          failures[tool] = "\(error)"
+          failures[tool, default: []].append("\(error)")
         }
       }
     }
     for tool in Tool.allCases {
-      let note = unavailable[tool] ?? failures[tool].map { "failed: \($0)" }
-      let done = runs[tool] ?? []
+      let failed = failures[tool, default: []]
+      // A failed run is shown even when others succeeded: a peer that crashed the
+      // target once is a finding, not noise.
+      let note =
+        unavailable[tool]
+        ?? failed.first.map { "\(failed.count) run(s) failed, first: \($0)" }
+      let done = (runs[tool] ?? [:]).sorted { $0.key < $1.key }.map(\.value)
       report.add(
         Self.section, "\(tool): wall until the patch is live", .ms, done.map { $0.wall.seconds * 1000 },
         note: note)
@@ -53,14 +64,17 @@ struct PeerBench {
         Self.rateSection, "\(tool) patched / replacement called directly", .ratio,
         done.flatMap(\.patchedOverDirect), note: note)
     }
-    let swpatchRuns = runs[.swpatch] ?? []
+    let swpatchRuns = runs[.swpatch] ?? [:]
+    let ours = swpatchRuns.sorted { $0.key < $1.key }.map(\.value)
     report.add(
-      Self.rateSection, "unpatched / replacement called directly", .ratio,
-      swpatchRuns.flatMap(\.unpatchedOverDirect))
-    report.add(
-      Self.rateSection, "replacement called directly", .callsPerSecond, swpatchRuns.flatMap(\.directRate))
+      Self.rateSection, "unpatched / replacement called directly", .ratio, ours.flatMap(\.unpatchedOverDirect)
+    )
+    report.add(Self.rateSection, "replacement called directly", .callsPerSecond, ours.flatMap(\.directRate))
     for peer in [Tool.gdb, .frida] {
-      let ratios = zip(swpatchRuns, runs[peer] ?? []).map { $0.wall.seconds / $1.wall.seconds }
+      let theirs = runs[peer] ?? [:]
+      let ratios = (0..<reps).compactMap { rep in
+        swpatchRuns[rep].flatMap { ours in theirs[rep].map { ours.wall.seconds / $0.wall.seconds } }
+      }
       report.add(
         Self.section, "swpatch wall / \(peer) wall (same repetition)", .ratio, ratios,
         note: ratios.isEmpty ? "no \(peer) figure" : nil)

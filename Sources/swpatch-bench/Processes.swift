@@ -113,10 +113,17 @@ enum Child {
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
   }
 
-  /// Whether `pid` (a child of ours) is still running, reaping it if it exited.
-  static func isRunning(_ pid: pid_t) -> Bool {
+  /// nil while `pid` (a child of ours) runs; once it has exited, reaps it and returns
+  /// its exit code (128 + signal number when a signal killed it).
+  static func exitStatus(_ pid: pid_t) -> Int32? {
     var status: Int32 = 0
-    return waitpid(pid, &status, WNOHANG) == 0
+    return waitpid(pid, &status, WNOHANG) == 0 ? nil : exitCode(status)
+  }
+
+  /// How an exit code from `exitCode` reads: "exit 3", "killed by SIGSEGV".
+  static func describe(exitCode code: Int32) -> String {
+    guard code > 128, let name = strsignal(code - 128) else { return "exit \(code)" }
+    return "killed by signal \(code - 128) (\(String(cString: name)))"
   }
 
   static func exitCode(_ status: Int32) -> Int32 {
