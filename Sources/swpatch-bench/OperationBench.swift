@@ -41,6 +41,9 @@ struct OperationBench {
     (1, 1, true),
   ]
 
+  /// `enable --consistency entry`, as its rows are labelled.
+  static let enableEntry = "enable (entry consistency)"
+
   static func label(_ op: String, threads: Int, functions: Int, tmpfs: Bool = false) -> String {
     "\(op) \(functions) fn, \(threads) thr" + (tmpfs ? ", state on tmpfs" : "")
   }
@@ -66,7 +69,7 @@ struct OperationBench {
           failure = "\(error)"
         }
       }
-      for op in ["attach", "enable", "disable"] {
+      for op in ["attach", "enable", "disable", Self.enableEntry] {
         let name = Self.label(op, threads: threads, functions: functions, tmpfs: tmpfs)
         emit(name, threads: threads, samples[op] ?? [], failure: failure)
       }
@@ -87,6 +90,12 @@ struct OperationBench {
         try env.measure(["disable", pid, "bench-\(functions)"], on: target))
       samples["enable", default: []].append(
         try env.measure(["enable", pid, "bench-\(functions)"], on: target))
+      // The same switch without the stack check (no thread is ever inside bench_fK
+      // for long here, so both switch at once): the difference is what unwinding every
+      // thread's stack adds to the stop.
+      _ = try env.measure(["disable", pid, "bench-\(functions)", "--consistency", "entry"], on: target)
+      samples[Self.enableEntry, default: []].append(
+        try env.measure(["enable", pid, "bench-\(functions)", "--consistency", "entry"], on: target))
     }
     target.mode = .nap
   }
