@@ -50,6 +50,13 @@ $(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)
 	$(CC) -O2 -fipa-cp-clone -g -Wall -Wextra -fcf-protection=none -o $@ $<
+# Never hurt the target: threads that come and go, a function with known instruction
+# boundaries (and a tracer that parks a thread inside it), a target blocked in one
+# system call, and a SIGUSR1 counter.
+$(FIXOUT)/churn: $(FIX)/churn.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+$(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # A second tracer, and an object file that is not a shared object (bad-input tests).
 $(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
@@ -65,6 +72,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
+  $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

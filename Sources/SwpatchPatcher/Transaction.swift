@@ -195,6 +195,7 @@ final class Transaction {
 
   /// Carries out a registry plan, in order. Returns the install facts of new hooks.
   func execute(_ plan: Plan, sizes: [UInt64: UInt64]) throws -> [UInt64: HookInstall] {
+    try moveThreadsOutOfEntries(plan, sizes: sizes)
     var installs: [UInt64: HookInstall] = [:]
     for effect in plan.effects {
       switch effect {
@@ -224,6 +225,24 @@ final class Transaction {
   /// Where each stopped thread will resume.
   private func threadPositions() throws -> [(tid: Int32, rip: UInt64)] {
     try target.threads.map { ($0, try target.registers(of: $0).rip) }
+  }
+
+  /// Before anything is written, lets every thread stopped inside the bytes an entry
+  /// jump may cover (past their first byte, up to the 14-byte absolute jump) run until it
+  /// is out; a thread that stays inside refuses the operation with nothing changed.
+  private func moveThreadsOutOfEntries(_ plan: Plan, sizes: [UInt64: UInt64]) throws {
+    var ranges: [Range<UInt64>] = []
+    for case .installHook(let site, _) in plan.effects {
+      let code = try target.read(at: site.oldAddr, count: 16)
+      let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
+      let room = (sizes[site.oldAddr] ?? 0) &- (entry - site.oldAddr)
+      let covered = min(max(room, UInt64(X86.nearJumpLength)), UInt64(X86.absoluteJumpLength))
+      ranges.append(entry + 1..<entry + covered)
+    }
+    guard !ranges.isEmpty else { return }
+    if let thread = try target.runThreadsOut(of: ranges).first {
+      throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
+    }
   }
 
   /// A thread resuming in the middle of an instruction we overwrite would execute

@@ -16,6 +16,11 @@ public final class StoppedTarget {
   private var pendingSignals: [Int32: [Int32]] = [:]
   /// Threads that were in a group stop (SIGSTOP, job control) when seized.
   public private(set) var groupStopped: Set<Int32> = []
+  /// Every thread ever held, including ones that exited since.
+  private var held: Set<Int32> = []
+  /// Threads held in a signal-delivery-stop of the first of their pending signals: the
+  /// detach passes that one on with its original siginfo.
+  private var inSignalStop: Set<Int32> = []
   private let memory: FileDescriptor
   private var syscallInstruction: UInt64?
   private let firstStop: ContinuousClock.Instant
@@ -49,49 +54,92 @@ public final class StoppedTarget {
     return target
   }
 
+  /// Options of every seized thread: syscall stops are marked (SIGTRAP | 0x80), and a
+  /// thread the target creates while one of its threads runs under us (being seized, or
+  /// borrowed for a remote call) is attached by the kernel and starts stopped, so it can
+  /// never run unseen while memory is written.
+  private static let seizeOptions = UInt64(SWP_PTRACE_O_TRACESYSGOOD | SWP_PTRACE_O_TRACECLONE)
+
+  /// Holds every thread listed in /proc/PID/task, scanning again until a scan finds no
+  /// thread that is not held. Threads announced by clone events are held as they come.
   private func seizeAllThreads() throws(ProcessError) {
-    var held = Set<Int32>()
     for _ in 0..<1000 {
       let listed = TargetProcess.threadIDs(of: pid)
       if listed.isEmpty { throw .processExited(pid: pid) }
       let fresh = listed.filter { !held.contains($0) }
       if fresh.isEmpty { return }
       var seized: [Int32] = []
-      for tid in fresh {
-        do {
-          try Ptrace.call(.seize, tid, 0, UInt64(SWP_PTRACE_O_TRACESYSGOOD))
-          try Ptrace.call(.interrupt, tid)
-          seized.append(tid)
-        } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
-          continue  // the thread exited between the scan and the seize
-        } catch .ptrace(_, _, let errno) where errno == .notPermitted {
-          let now = try TargetProcess.inspect(pid)
-          if now.tracerPid != 0 && now.tracerPid != getpid() { try now.checkPatchable() }
-          throw .permissionDenied(pid: pid, what: "trace")
-        }
-      }
-      held.formUnion(seized)
-      threads.append(contentsOf: seized)
-      for tid in seized { try waitForInitialStop(tid) }
+      for tid in fresh where try seize(tid) { seized.append(tid) }
+      for tid in seized where !held.contains(tid) { try hold(tid) }
     }
     throw .unexpectedStop(tid: pid, detail: "threads kept appearing while stopping the target")
   }
 
-  private func waitForInitialStop(_ tid: Int32) throws(ProcessError) {
-    guard let event = try WaitEvent.next(tid) else { return }
-    switch event {
-    case .gone:
-      threads.removeAll { $0 == tid }
-      if tid == pid { throw .processExited(pid: pid) }
-    case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
-      // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
-      if signal != SIGTRAP { groupStopped.insert(tid) }
-    case .signal(let signal):
-      // Stopped in signal-delivery-stop first: keep the signal for resume.
-      pendingSignals[tid, default: []].append(signal)
-    case .event, .syscallStop:
-      break
+  /// Seizes and interrupts one thread; false if it exited first. A thread the kernel has
+  /// already attached to us (PTRACE_O_TRACECLONE) refuses a second seize with EPERM; it
+  /// is ours and starts in a stop of its own.
+  private func seize(_ tid: Int32) throws(ProcessError) -> Bool {
+    do {
+      try Ptrace.call(.seize, tid, 0, Self.seizeOptions)
+      try Ptrace.call(.interrupt, tid)
+      return true
+    } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
+      return false  // the thread exited between the scan and the seize
+    } catch .ptrace(_, _, let errno) where errno == .notPermitted {
+      if TargetProcess.tracer(of: tid, in: pid) == getpid() { return true }
+      let now = try TargetProcess.inspect(pid)
+      if now.tracerPid != 0 && now.tracerPid != getpid() { try now.checkPatchable() }
+      throw .permissionDenied(pid: pid, what: "trace")
     }
+  }
+
+  /// Records `tid` as held and waits for its first stop.
+  private func hold(_ tid: Int32) throws(ProcessError) {
+    held.insert(tid)
+    threads.append(tid)
+    try waitForInitialStop(tid)
+  }
+
+  private func waitForInitialStop(_ tid: Int32) throws(ProcessError) {
+    while true {
+      guard let event = try WaitEvent.next(tid) else { continue }
+      switch event {
+      case .gone:
+        threads.removeAll { $0 == tid }
+        if tid == pid { throw .processExited(pid: pid) }
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
+        // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
+        if signal != SIGTRAP { groupStopped.insert(tid) }
+        return
+      case .signal(let signal):
+        // Stopped in signal-delivery-stop first: keep the signal for resume.
+        pendingSignals[tid, default: []].append(signal)
+        inSignalStop.insert(tid)
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        // Stopped in clone() before our interrupt: hold the child, then let the parent
+        // finish the call; the interrupt is still pending, so it stops again at once.
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.cont, tid)
+      case .event, .syscallStop:
+        try proceed(.cont, tid)
+      }
+    }
+  }
+
+  /// Holds the thread a clone event announces: the kernel attached it and it starts in
+  /// a stop, which must be waited for before any memory is written.
+  private func adoptNewThread(announcedBy parent: Int32) throws(ProcessError) {
+    let tid = Int32(truncatingIfNeeded: try Ptrace.eventMessage(parent))
+    guard tid > 0, !held.contains(tid) else { return }
+    try hold(tid)
+  }
+
+  /// Restarts a held thread with `request`; it leaves any signal-delivery-stop.
+  private func proceed(_ request: PtraceRequest, _ tid: Int32, signal: Int32 = 0) throws(ProcessError) {
+    inSignalStop.remove(tid)
+    try Ptrace.call(request, tid, 0, UInt64(signal))
   }
 
   /// Lets every thread run again, passing on each signal that arrived while it was held,
@@ -103,9 +151,12 @@ public final class StoppedTarget {
     guard !threads.isEmpty else { return }
     for tid in threads {
       var signals = pendingSignals[tid] ?? []
-      let first = signals.isEmpty ? 0 : signals.removeFirst()
-      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
+      // A detach passes a signal on only from a signal-delivery-stop; from any other
+      // stop it is dropped. So the rest are queued again with tgkill while the thread is
+      // still held, and it takes them as soon as it runs.
+      let first = inSignalStop.contains(tid) && !signals.isEmpty ? signals.removeFirst() : 0
       for signal in signals { _ = swp_tgkill(pid, tid, signal) }
+      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
     }
     threads = []
     stoppedFor = ContinuousClock.now - firstStop
@@ -156,6 +207,42 @@ public final class StoppedTarget {
     try Ptrace.setRegisters(tid, regs)
   }
 
+  // MARK: Threads inside rewritten bytes
+
+  /// Moves every held thread whose instruction pointer lies in one of `ranges` out of it:
+  /// the thread runs alone, every other thread still held, for a moment that doubles on
+  /// each of at most `attempts` tries (50 µs up to about 100 ms), and is interrupted again.
+  /// Returns the threads still inside, with where they are.
+  ///
+  /// The thread runs its own code, so every instant is safe: if swpatch dies meanwhile,
+  /// the thread is simply running (a pending interrupt dies with its tracer).
+  /// Single-stepping instead would leave the trap flag set for a moment, and a thread
+  /// that traps with no tracer is killed by SIGTRAP.
+  public func runThreadsOut(
+    of ranges: [Range<UInt64>], attempts: Int = 12
+  ) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    func position(_ tid: Int32) throws(ProcessError) -> UInt64? {
+      guard threads.contains(tid) else { return nil }  // exited while it ran
+      let rip = try Ptrace.getRegisters(tid).rip
+      return ranges.contains { $0.contains(rip) } ? rip : nil
+    }
+    var stuck: [(tid: Int32, rip: UInt64)] = []
+    for tid in threads {
+      var attempt = 0
+      while let rip = try position(tid) {
+        guard attempt < attempts else {
+          stuck.append((tid, rip))
+          break
+        }
+        try proceed(.cont, tid)
+        usleep(UInt32(50 << attempt))
+        try interruptAndWait(tid)
+        attempt += 1
+      }
+    }
+    return stuck
+  }
+
   // MARK: Remote syscalls and calls
 
   /// Runs one system call in thread `tid` of the target and returns its raw result
@@ -181,7 +268,7 @@ public final class StoppedTarget {
     try Ptrace.setRegisters(tid, regs)
     defer { try? Ptrace.setRegisters(tid, saved) }
     for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
-      try Ptrace.call(.syscall, tid)
+      try proceed(.syscall, tid)
       try waitForSyscallStop(tid)
     }
     let result = try Ptrace.getRegisters(tid)
@@ -199,9 +286,12 @@ public final class StoppedTarget {
         throw .processExited(pid: pid)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try Ptrace.call(.syscall, tid)
+        try proceed(.syscall, tid)
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.syscall, tid)
       case .event:
-        try Ptrace.call(.syscall, tid)
+        try proceed(.syscall, tid)
       }
     }
   }
@@ -247,7 +337,7 @@ public final class StoppedTarget {
     (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
     try Ptrace.setRegisters(tid, regs)
     do {
-      try Ptrace.call(.cont, tid)
+      try proceed(.cont, tid)
       let result = try waitForTrap(tid, trap: trap, name: name, timeout: timeout)
       restore()
       return result
@@ -284,21 +374,45 @@ public final class StoppedTarget {
         throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try Ptrace.call(.cont, tid)
+        try proceed(.cont, tid)
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.cont, tid)
       case .event, .syscallStop:
-        try Ptrace.call(.cont, tid)
+        try proceed(.cont, tid)
       }
     }
   }
 
-  /// Stops a running borrowed thread again. Any stop will do (the thread is held once it
-  /// reports); a signal it reports instead is kept for resume.
+  /// Stops a running borrowed thread again, in an interrupt stop.
   private func interruptAndWait(_ tid: Int32) throws(ProcessError) {
     try Ptrace.call(.interrupt, tid)
-    switch try WaitEvent.next(tid) {
-    case .gone?: throw .processExited(pid: pid)
-    case .signal(let signal)?: pendingSignals[tid, default: []].append(signal)
-    case .event?, .syscallStop?, nil: break
+    try waitForInterruptStop(tid)
+  }
+
+  /// Waits for the interrupt (or group) stop of `tid`. A signal it reports first is kept
+  /// for resume, a thread it creates is held, and any other stop is continued: the
+  /// pending interrupt stops it again before it reaches user code.
+  private func waitForInterruptStop(_ tid: Int32) throws(ProcessError) {
+    while true {
+      switch try WaitEvent.next(tid) {
+      case .gone?:
+        threads.removeAll { $0 == tid }
+        if tid == pid { throw .processExited(pid: pid) }
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_STOP), _)?:
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _)?:
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.cont, tid)
+      case .signal(let signal)?:
+        pendingSignals[tid, default: []].append(signal)
+        try proceed(.cont, tid)
+      case .event?, .syscallStop?:
+        try proceed(.cont, tid)
+      case nil:
+        continue
+      }
     }
   }
 

@@ -70,6 +70,16 @@ public struct TargetProcess: Sendable, Equatable {
     return names.compactMap { Int32($0) }.sorted()
   }
 
+  /// The tracer of one thread (TracerPid in /proc/PID/task/TID/status), 0 when untraced.
+  public static func tracer(of tid: Int32, in pid: Int32) -> Int32 {
+    let status =
+      (try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8)) ?? ""
+    for line in status.split(separator: "\n") where line.hasPrefix("TracerPid:") {
+      return Int32(line.dropFirst(10).trimmingCharacters(in: .whitespaces)) ?? 0
+    }
+    return 0
+  }
+
   /// True while a process with this pid and start time exists.
   public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
     guard let current = try? inspect(pid) else { return false }
