@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 
 /// One line of /proc/PID/maps.
 public struct MapEntry: Sendable, Equatable {
@@ -48,28 +47,8 @@ public struct MapEntry: Sendable, Equatable {
 /// The address-space layout of a process, as /proc/PID/maps shows it.
 public enum ProcessMaps {
   public static func read(pid: Int32) throws(ProcessError) -> [MapEntry] {
-    guard let text = readProcFile("/proc/\(pid)/maps") else { throw .noSuchProcess(pid: pid) }
+    guard let text = ProcFile.read("/proc/\(pid)/maps") else { throw .noSuchProcess(pid: pid) }
     return text.split(separator: "\n").compactMap(MapEntry.init(line:))
-  }
-
-  /// Reads a /proc file to its end. /proc files report size 0 and are produced a page
-  /// per read, and `String(contentsOfFile:)` stops after the first page: the maps of a
-  /// target with a few hundred threads (one stack mapping each) would lose every object
-  /// past the first 4 KiB.
-  public static func readProcFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var data = [UInt8]()
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let n = Glibc.read(fd, &chunk, chunk.count)
-      if n < 0 && errno == EINTR { continue }
-      if n < 0 { return nil }
-      if n == 0 { break }
-      data += chunk[0..<n]
-    }
-    return String(decoding: data, as: UTF8.self)
   }
 
   /// Unmapped gaps of the address space (user half only), in address order.

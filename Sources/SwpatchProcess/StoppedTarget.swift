@@ -86,21 +86,27 @@ public final class StoppedTarget {
     } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
       return false  // the thread exited between the scan and the seize
     } catch .ptrace(_, _, let errno) where errno == .notPermitted {
-      if TargetProcess.tracer(of: tid, in: pid) == getpid() { return true }
+      if TargetProcess.isTracedByUs(tid, in: pid) { return true }
       let now = try TargetProcess.inspect(pid)
-      if now.tracerPid != 0 && now.tracerPid != getpid() { try now.checkPatchable() }
+      if now.tracerPid != 0 && !TargetProcess.isOurThread(now.tracerPid) {
+        try now.checkPatchable()
+      }
       throw .permissionDenied(pid: pid, what: "trace")
     }
   }
 
-  /// Records `tid` as held and waits for its first stop.
+  /// Records `tid` as held and waits until it is in a stop that may be resumed by detach.
   private func hold(_ tid: Int32) throws(ProcessError) {
     held.insert(tid)
     threads.append(tid)
-    try waitForInitialStop(tid)
+    try waitUntilHeld(tid)
   }
 
-  private func waitForInitialStop(_ tid: Int32) throws(ProcessError) {
+  /// Waits until `tid`, interrupted, sits in an interrupt stop, a group stop or a
+  /// signal-delivery stop. Any other stop (a clone event, a syscall stop) consumes the
+  /// pending interrupt (the kernel clears it on every trap), so the thread is continued
+  /// and interrupted again; the child a clone event announces is held first.
+  private func waitUntilHeld(_ tid: Int32) throws(ProcessError) {
     while true {
       guard let event = try WaitEvent.next(tid) else { continue }
       switch event {
@@ -113,19 +119,24 @@ public final class StoppedTarget {
         if signal != SIGTRAP { groupStopped.insert(tid) }
         return
       case .signal(let signal):
-        // Stopped in signal-delivery-stop first: keep the signal for resume.
+        // Held in a signal-delivery stop: the signal is passed on at resume.
         pendingSignals[tid, default: []].append(signal)
         inSignalStop.insert(tid)
         return
       case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
-        // Stopped in clone() before our interrupt: hold the child, then let the parent
-        // finish the call; the interrupt is still pending, so it stops again at once.
         try adoptNewThread(announcedBy: tid)
-        try proceed(.cont, tid)
+        try continueAndInterrupt(tid)
       case .event, .syscallStop:
-        try proceed(.cont, tid)
+        try continueAndInterrupt(tid)
       }
     }
+  }
+
+  /// Lets a thread out of a stop that is not a place to hold it and stops it again at
+  /// its next way back to user code.
+  private func continueAndInterrupt(_ tid: Int32) throws(ProcessError) {
+    try proceed(.cont, tid)
+    try Ptrace.call(.interrupt, tid)
   }
 
   /// Holds the thread a clone event announces: the kernel attached it and it starts in
@@ -384,36 +395,14 @@ public final class StoppedTarget {
     }
   }
 
-  /// Stops a running borrowed thread again, in an interrupt stop.
+  /// Stops a running borrowed thread again.
   private func interruptAndWait(_ tid: Int32) throws(ProcessError) {
-    try Ptrace.call(.interrupt, tid)
-    try waitForInterruptStop(tid)
-  }
-
-  /// Waits for the interrupt (or group) stop of `tid`. A signal it reports first is kept
-  /// for resume, a thread it creates is held, and any other stop is continued: the
-  /// pending interrupt stops it again before it reaches user code.
-  private func waitForInterruptStop(_ tid: Int32) throws(ProcessError) {
-    while true {
-      switch try WaitEvent.next(tid) {
-      case .gone?:
-        threads.removeAll { $0 == tid }
-        if tid == pid { throw .processExited(pid: pid) }
-        return
-      case .event(Int32(SWP_PTRACE_EVENT_STOP), _)?:
-        return
-      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _)?:
-        try adoptNewThread(announcedBy: tid)
-        try proceed(.cont, tid)
-      case .signal(let signal)?:
-        pendingSignals[tid, default: []].append(signal)
-        try proceed(.cont, tid)
-      case .event?, .syscallStop?:
-        try proceed(.cont, tid)
-      case nil:
-        continue
-      }
+    do {
+      try Ptrace.call(.interrupt, tid)
+    } catch .ptrace(_, _, let errno) where errno == .noSuchProcess {
+      // It is exiting: the wait below reaps it.
     }
+    try waitUntilHeld(tid)
   }
 
   /// Any `syscall` instruction (0f 05) in an executable mapping; the vdso and libc

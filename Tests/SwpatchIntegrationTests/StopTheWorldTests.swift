@@ -8,7 +8,7 @@ import Testing
   @Test func twoHundredThreadsAllRunTheReplacement() throws {
     let ws = Workspace()
     let workers = 200
-    let target = try Fixture("threads", ["100", "\(workers)"])
+    let target = try Fixture("threads", ["100", "\(workers)", "20"])
     #expect(target.waitForValue("compute", "42"))
     let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
     let result = ws.swpatch("attach", "\(target.pid)", patch)
