@@ -1,8 +1,9 @@
 // A target whose patched function has instruction boundaries known to the byte:
 // sled = push %rbp (+0) ; mov %rsp,%rbp (+1) ; mov $100,%eax (+4) ; pop %rbp ; ret.
 // A 5-byte entry jump covers +0..+4, so a thread stopped at +1 or +4 is inside it.
-// stay = nop ; 1: pause ; jmp 1b ; ret: a thread that enters it spins at +1..+4 for ever,
-// inside any entry jump; `sled MS spin` starts one such thread.
+// stay = syscall ; mov $34,%eax ; jmp stay, entered with eax = 34 (pause): a thread in it
+// blocks in pause() at +2 for ever, and a resume restarts the `syscall` at +0, inside any
+// entry jump; `sled MS stay` starts one such thread (it sleeps, it does not spin).
 // Prints `sled=` every interval (argv[1] ms) until SIGTERM.
 #include <pthread.h>
 #include <signal.h>
@@ -25,17 +26,18 @@ __asm__(".text\n"
         ".globl stay\n"
         ".type stay, @function\n"
         "stay:\n"
-        "  nop\n"
-        "1:\n"
-        "  pause\n"
-        "  jmp 1b\n"
-        "  ret\n"
-        ".size stay, .-stay\n");
+        "  syscall\n"
+        "  mov $34, %eax\n"
+        "  jmp stay\n"
+        ".size stay, .-stay\n"
+        "enter_stay:\n"
+        "  mov $34, %eax\n"
+        "  jmp stay\n");
 int sled(void);
-void stay(void);
-static void *spinner(void *arg) {
+void enter_stay(void);
+static void *stayer(void *arg) {
   (void)arg;
-  stay();
+  enter_stay();
   return NULL;
 }
 
@@ -47,8 +49,8 @@ int main(int argc, char **argv) {
   struct timespec ts = {interval / 1000, (interval % 1000) * 1000000L};
   signal(SIGTERM, on_term);
   setvbuf(stdout, NULL, _IOLBF, 0);
-  pthread_t spin;
-  if (argc > 2 && !strcmp(argv[2], "spin")) pthread_create(&spin, NULL, spinner, NULL);
+  pthread_t stays;
+  if (argc > 2 && !strcmp(argv[2], "stay")) pthread_create(&stays, NULL, stayer, NULL);
   printf("pid=%d\n", (int)getpid());
   for (long tick = 0; !stopping; tick++) {
     printf("tick=%ld sled=%d\n", tick, sled());

@@ -227,9 +227,10 @@ final class Transaction {
     try target.threads.map { ($0, try target.registers(of: $0).rip) }
   }
 
-  /// Before anything is written, lets every thread stopped inside the bytes an entry
-  /// jump may cover (past their first byte, up to the 14-byte absolute jump) run until it
-  /// is out; a thread that stays inside refuses the operation with nothing changed.
+  /// Before anything is written, lets every thread that would resume inside the bytes
+  /// an entry jump may cover (past their first byte, up to the 14-byte absolute jump)
+  /// run until it is out; a thread that stays inside refuses the operation with nothing
+  /// changed.
   private func moveThreadsOutOfEntries(_ plan: Plan, sizes: [UInt64: UInt64]) throws {
     var ranges: [Range<UInt64>] = []
     for case .installHook(let site, _) in plan.effects {
@@ -237,7 +238,7 @@ final class Transaction {
       let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
       let room = (sizes[site.oldAddr] ?? 0) &- (entry - site.oldAddr)
       let covered = min(max(room, UInt64(X86.nearJumpLength)), UInt64(X86.absoluteJumpLength))
-      ranges.append(entry + 1..<entry + covered)
+      ranges.append(entry..<entry + covered)
     }
     guard !ranges.isEmpty else { return }
     if let thread = try target.runThreadsOut(of: ranges).first {
@@ -246,9 +247,10 @@ final class Transaction {
   }
 
   /// A thread resuming in the middle of an instruction we overwrite would execute
-  /// garbage; at the first byte it simply takes the new jump.
+  /// garbage; at the first byte it simply takes the new jump. (The last check before
+  /// the write; `moveThreadsOutOfEntries` has already moved threads out.)
   private func refuseThreadsInside(_ bytes: Range<UInt64>) throws {
-    for thread in try threadPositions() where bytes.contains(thread.rip) {
+    if let thread = try target.threadsInside([bytes]).first {
       throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
     }
   }
@@ -287,7 +289,7 @@ final class Transaction {
     } else {
       throw PatchError.noMemoryNearby(address: site.oldAddr)
     }
-    try refuseThreadsInside(entry + 1..<entry + UInt64(jump.count))
+    try refuseThreadsInside(entry..<entry + UInt64(jump.count))
     try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
     try write(jump, at: entry)

@@ -220,22 +220,44 @@ public final class StoppedTarget {
 
   // MARK: Threads inside rewritten bytes
 
-  /// Moves every held thread whose instruction pointer lies in one of `ranges` out of it:
-  /// the thread runs alone, every other thread still held, for a moment that doubles on
-  /// each of at most `attempts` tries (50 µs up to about 100 ms), and is interrupted again.
-  /// Returns the threads still inside, with where they are.
+  /// The held threads that would execute part of `bytes` other than their first byte
+  /// once resumed, with their instruction pointers. A thread interrupted in a
+  /// restartable system call counts when the 2-byte `syscall` before its `rip` lies in
+  /// `bytes`: the kernel moves it back onto that instruction as it resumes.
+  public func threadsInside(_ bytes: [Range<UInt64>]) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    var inside: [(tid: Int32, rip: UInt64)] = []
+    for tid in threads {
+      let regs = try Ptrace.getRegisters(tid)
+      if bytes.contains(where: { Self.executes(inside: $0, regs) }) { inside.append((tid, regs.rip)) }
+    }
+    return inside
+  }
+
+  /// Whether a thread resumed with `regs` executes bytes of `range` past its first.
+  static func executes(inside range: Range<UInt64>, _ regs: user_regs_struct) -> Bool {
+    let restartErrors: Set<Int64> = [-512, -513, -514, -516]  // -ERESTARTSYS ... -ERESTART_RESTARTBLOCK
+    let restarts =
+      Int64(bitPattern: regs.orig_rax) >= 0 && restartErrors.contains(Int64(bitPattern: regs.rax))
+    if restarts && regs.rip >= 2 && (regs.rip - 2..<regs.rip).overlaps(range) { return true }
+    return range.contains(regs.rip) && regs.rip != range.lowerBound
+  }
+
+  /// Moves every held thread that would execute inside one of `bytes` (see
+  /// `threadsInside`) out of them: the thread runs alone, every other thread still held,
+  /// for a moment that doubles on each of at most `attempts` tries (50 µs up to about
+  /// 100 ms), and is interrupted again. Returns the threads still inside.
   ///
   /// The thread runs its own code, so every instant is safe: if swpatch dies meanwhile,
   /// the thread is simply running (a pending interrupt dies with its tracer).
   /// Single-stepping instead would leave the trap flag set for a moment, and a thread
   /// that traps with no tracer is killed by SIGTRAP.
   public func runThreadsOut(
-    of ranges: [Range<UInt64>], attempts: Int = 12
+    of bytes: [Range<UInt64>], attempts: Int = 12
   ) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
     func position(_ tid: Int32) throws(ProcessError) -> UInt64? {
       guard threads.contains(tid) else { return nil }  // exited while it ran
-      let rip = try Ptrace.getRegisters(tid).rip
-      return ranges.contains { $0.contains(rip) } ? rip : nil
+      let regs = try Ptrace.getRegisters(tid)
+      return bytes.contains { Self.executes(inside: $0, regs) } ? regs.rip : nil
     }
     var stuck: [(tid: Int32, rip: UInt64)] = []
     for tid in threads {
