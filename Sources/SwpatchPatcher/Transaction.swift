@@ -38,11 +38,16 @@ final class Transaction {
   func rollback() {
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
     undo = []
-    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let trap = trapAddress {
+    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let stub = target.hijackStub {
       _ = try? target.call(
-        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, trap: trap, timeout: callTimeout)
+        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, stub: stub, timeout: callTimeout)
     }
     loadedHandle = nil
+    // munmap must not run from the stub of the page it unmaps: were swpatch killed at
+    // that call's exit stop, the thread would resume into an unmapped page.
+    if let stub = target.hijackStub, newPages.contains(where: { $0.base..<$0.base + $0.size ~= stub }) {
+      target.hijackStub = nil
+    }
     for page in newPages {
       _ = try? target.syscall(Syscall.munmap, [page.base, page.size])
     }
@@ -51,17 +56,24 @@ final class Transaction {
 
   // MARK: Trampoline pages and slots
 
-  /// The `int3` that remote calls return to: in any trampoline page of this target.
-  var trapAddress: UInt64? {
-    (knownPages + newPages).first.map { $0.base + TrampolinePageLayout.trapOffset }
+  /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
+  /// holds the `HijackStub` that remote calls return to; returns the stub's address.
+  func ensureStub(near address: UInt64) throws -> UInt64 {
+    if let stub = target.hijackStub { return stub }
+    let page = try (knownPages + newPages).first ?? mapPage(near: address)
+    return try installStub(in: page)
   }
 
-  /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
-  /// returns the address of its trap.
-  func ensureTrap(near address: UInt64) throws -> UInt64 {
-    if let trap = trapAddress { return trap }
-    _ = try mapPage(near: address)
-    return trapAddress!
+  /// Writes the stub into a page's header (pages mapped before the stub existed hold
+  /// int3 there) and tells the stopped target where it is. No undo entry: the header is
+  /// swpatch's own and nothing but a remote call ever jumps there.
+  private func installStub(in page: TrampolinePage) throws -> UInt64 {
+    let stub = page.base + TrampolinePageLayout.stubOffset
+    if try target.read(at: stub, count: HijackStub.bytes.count) != HijackStub.bytes {
+      try target.write(HijackStub.bytes, at: stub)
+    }
+    target.hijackStub = stub
+    return stub
   }
 
   /// A free slot reachable from `site` by `jmp rel32`, mapping a page near it if needed;
@@ -126,6 +138,7 @@ final class Transaction {
       newPages.append(page)
       // A fresh mapping holds no data worth undoing: write without an undo entry.
       try target.write(TrampolinePageLayout.freshBytes(), at: base)
+      if target.hijackStub == nil { _ = try installStub(in: page) }
       return page
     }
     throw near.map { PatchError.noMemoryNearby(address: $0) } ?? PatchError.mmapFailed
@@ -145,16 +158,16 @@ final class Transaction {
       return (object.loadBias, 0, false)
     }
     let dlopen = try loaderFunction("dlopen", in: image)
-    let trap = try ensureTrap(near: near)
+    let stub = try ensureStub(near: near)
     let rtldNow: UInt64 = 2
     let handle = try target.call(
-      dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], trap: trap,
+      dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], stub: stub,
       timeout: callTimeout)
     guard handle != 0 else {
       var reason = "unknown reason"
       if let dlerror = try? loaderFunction("dlerror", in: image),
         let text = try? target.call(
-          dlerror, name: "dlerror", args: { _ in [] }, trap: trap, timeout: callTimeout),
+          dlerror, name: "dlerror", args: { _ in [] }, stub: stub, timeout: callTimeout),
         text != 0
       {
         reason = readCString(at: text)

@@ -132,11 +132,14 @@ public final class StoppedTarget {
     }
   }
 
-  /// Lets a thread out of a stop that is not a place to hold it and stops it again at
-  /// its next way back to user code.
+  /// Lets a thread out of a stop that is not a place to hold it and stops it again on
+  /// its way back to user code, before it runs any: an interrupt sent to a stopped
+  /// thread traps once the current stop ends (kernel/ptrace.c, PTRACE_INTERRUPT). The
+  /// new stop is inside signal handling, where a resume restarts an interrupted system
+  /// call as the kernel would.
   private func continueAndInterrupt(_ tid: Int32) throws(ProcessError) {
-    try proceed(.cont, tid)
     try Ptrace.call(.interrupt, tid)
+    try proceed(.cont, tid)
   }
 
   /// Holds the thread a clone event announces: the kernel attached it and it starts in
@@ -278,20 +281,34 @@ public final class StoppedTarget {
 
   // MARK: Remote syscalls and calls
 
+  /// Address of the `HijackStub` in the target, once a trampoline page holds one. Remote
+  /// calls need it; remote system calls use it when they can.
+  public var hijackStub: UInt64?
+
   /// Runs one system call in thread `tid` of the target and returns its raw result
   /// (negative errno on failure). Every register is restored afterwards.
   ///
-  /// The thread is pointed at an existing `syscall` instruction and run with
-  /// PTRACE_SYSCALL to the syscall-exit stop, so no code is written and nothing after
-  /// the instruction ever runs.
+  /// With a hijack stub, the thread runs the stub's `syscall` with its registers saved
+  /// below its red zone, so it restores itself if swpatch dies meanwhile. Before one
+  /// exists (the mmap of the first trampoline page) it runs an existing `syscall`
+  /// instruction of the target: for the few microseconds of that one call a swpatch
+  /// killed would leave the thread with borrowed registers. Either way it is run with
+  /// PTRACE_SYSCALL to the syscall-exit stop, so nothing after the instruction runs.
   public func syscall(
     _ number: Int, _ args: [UInt64] = [], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
     let tid = tid ?? pid
-    let instruction = try findSyscallInstruction()
     let saved = try Ptrace.getRegisters(tid)
     var regs = saved
-    regs.rip = instruction
+    var xsave: [UInt8]? = nil
+    if let stub = hijackStub {
+      let image = try Ptrace.getExtendedState(tid)
+      regs.rsp = try writeRestoreBlock(saved: saved, xsave: image, below: saved.rsp &- 136)
+      regs.rip = stub + HijackStub.syscallEntry
+      xsave = image
+    } else {
+      regs.rip = try findSyscallInstruction()
+    }
     regs.rax = UInt64(number)
     // orig_rax = -1: otherwise the kernel's restart logic rewinds rip by 2 when the
     // thread was interrupted inside a restartable syscall.
@@ -299,14 +316,41 @@ public final class StoppedTarget {
     let a = args + [UInt64](repeating: 0, count: max(0, 6 - args.count))
     (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
     try Ptrace.setRegisters(tid, regs)
-    defer { try? Ptrace.setRegisters(tid, saved) }
-    for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
-      try proceed(.syscall, tid)
-      try waitForSyscallStop(tid)
+    let result: user_regs_struct
+    do {
+      for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
+        try proceed(.syscall, tid)
+        try waitForSyscallStop(tid)
+      }
+      result = try Ptrace.getRegisters(tid)
+    } catch {
+      try? Ptrace.setRegisters(tid, saved)
+      throw error
     }
-    let result = try Ptrace.getRegisters(tid)
-    try Ptrace.setRegisters(tid, saved)
+    try putBack(tid, saved: saved, xsave: xsave)
     return Int64(bitPattern: result.rax)
+  }
+
+  /// Gives a borrowed thread stopped at a syscall-exit stop its own state back, and
+  /// parks it in an interrupt stop: there a resume restarts the system call it was
+  /// interrupted in, which a resume from a syscall-exit stop would not (it would return
+  /// -ERESTART* to the program). The extended state goes first: until the general
+  /// registers are back, a thread let go runs the stub, which restores both.
+  private func putBack(_ tid: Int32, saved: user_regs_struct, xsave: [UInt8]?) throws(ProcessError) {
+    if let xsave { try Ptrace.setExtendedState(tid, xsave) }
+    try Ptrace.setRegisters(tid, saved)
+    try continueAndInterrupt(tid)
+    try waitUntilHeld(tid)
+  }
+
+  /// Writes the stub's restore block for `saved` below `top` and returns its address.
+  private func writeRestoreBlock(
+    saved: user_regs_struct, xsave: [UInt8], below top: UInt64
+  ) throws(ProcessError) -> UInt64 {
+    let block = HijackStub.block(saved: saved, xsave: xsave, below: top)
+    try write(block.bytes, at: block.address)
+    try write(withUnsafeBytes(of: block.resume.littleEndian, Array.init), at: saved.rsp &- 136)
+    return block.address
   }
 
   private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
@@ -332,11 +376,14 @@ public final class StoppedTarget {
   /// Calls `function(args...)` in thread `tid` and returns its `rax`.
   ///
   /// `data` is copied onto the thread's stack below the red zone; `dataAddress` in the
-  /// body's result says where. The call returns to `trap`, an `int3` the caller owns.
+  /// body's result says where. The call returns into the `HijackStub` at `stub`, with
+  /// the thread's registers saved below the data: if swpatch dies at any instant, the
+  /// thread finishes the call, restores itself and carries on. Alive, swpatch drives it
+  /// with PTRACE_SYSCALL until the stub's marker system call, and restores it itself.
   /// If it does not come back within `timeout` the thread is interrupted and restored.
   public func call(
     _ function: UInt64, name: String, args: (UInt64) -> [UInt64], data: [UInt8] = [],
-    trap: UInt64, timeout: Duration, in tid: Int32? = nil
+    stub: UInt64, timeout: Duration, in tid: Int32? = nil
   ) throws(ProcessError) -> UInt64 {
     let tid = tid ?? pid
     let saved = try Ptrace.getRegisters(tid)
@@ -353,14 +400,15 @@ public final class StoppedTarget {
         regs.rip = saved.rip - 2
         regs.orig_rax = UInt64.max
       }
-      try? Ptrace.setRegisters(tid, regs)
       try? Ptrace.setExtendedState(tid, savedExtended)
+      try? Ptrace.setRegisters(tid, regs)
     }
-    var sp = (saved.rsp &- 128 &- UInt64(data.count)) & ~15  // skip the red zone
-    let dataAddress = sp
+    let dataAddress = (saved.rsp &- 136 &- UInt64(data.count)) & ~15
     if !data.isEmpty { try write(data, at: dataAddress) }
-    sp -= 8  // at entry rsp+8 must be 16-byte aligned, as after a `call`
-    try write(withUnsafeBytes(of: trap.littleEndian, Array.init), at: sp)
+    let block = try writeRestoreBlock(saved: saved, xsave: savedExtended, below: dataAddress)
+    // The block is 64-byte aligned, so at entry rsp + 8 is 16-byte aligned, as after a `call`.
+    let sp = block - 8
+    try write(withUnsafeBytes(of: (stub + HijackStub.callReturn).littleEndian, Array.init), at: sp)
     var regs = saved
     regs.rsp = sp
     regs.rip = function
@@ -369,19 +417,25 @@ public final class StoppedTarget {
     let a = args(dataAddress) + [UInt64](repeating: 0, count: 6)
     (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
     try Ptrace.setRegisters(tid, regs)
+    let result: UInt64
     do {
-      try proceed(.cont, tid)
-      let result = try waitForTrap(tid, trap: trap, name: name, timeout: timeout)
-      restore()
-      return result
+      try proceed(.syscall, tid)
+      result = try waitForReturn(tid, stub: stub, name: name, timeout: timeout)
+      try proceed(.syscall, tid)  // through the marker's exit stop
+      try waitForSyscallStop(tid)
     } catch {
       restore(interrupted: true)
       throw error
     }
+    try putBack(tid, saved: saved, xsave: savedExtended)
+    return result
   }
 
-  private func waitForTrap(
-    _ tid: Int32, trap: UInt64, name: String, timeout: Duration
+  /// Waits until the borrowed thread reaches the stub's marker system call and returns
+  /// the call's result (which the stub copied to rdi). Other system calls it makes meanwhile
+  /// are let through.
+  private func waitForReturn(
+    _ tid: Int32, stub: UInt64, name: String, timeout: Duration
   ) throws(ProcessError) -> UInt64 {
     let deadline = ContinuousClock.now + timeout
     var spins = 0
@@ -398,21 +452,23 @@ public final class StoppedTarget {
       switch event {
       case .gone:
         throw .processExited(pid: pid)
-      case .signal(let signal) where signal == SIGTRAP:
+      case .syscallStop:
         let regs = try Ptrace.getRegisters(tid)
-        if regs.rip == trap + 1 { return regs.rax }
-        throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
-      case .signal(let signal) where [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
+        if regs.rip == stub + HijackStub.callReturnMarker && regs.orig_rax == HijackStub.getpid {
+          return regs.rdi
+        }
+        try proceed(.syscall, tid)
+      case .signal(let signal) where [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
         let regs = try Ptrace.getRegisters(tid)
         throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try proceed(.cont, tid)
+        try proceed(.syscall, tid)
       case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
         try adoptNewThread(announcedBy: tid)
-        try proceed(.cont, tid)
-      case .event, .syscallStop:
-        try proceed(.cont, tid)
+        try proceed(.syscall, tid)
+      case .event:
+        try proceed(.syscall, tid)
       }
     }
   }
