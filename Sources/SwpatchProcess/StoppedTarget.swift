@@ -288,12 +288,14 @@ public final class StoppedTarget {
   /// Runs one system call in thread `tid` of the target and returns its raw result
   /// (negative errno on failure). Every register is restored afterwards.
   ///
-  /// With a hijack stub, the thread runs the stub's `syscall` with its registers saved
-  /// below its red zone, so it restores itself if swpatch dies meanwhile. Before one
-  /// exists (the mmap of the first trampoline page) it runs an existing `syscall`
-  /// instruction of the target: for the few microseconds of that one call a swpatch
-  /// killed would leave the thread with borrowed registers. Either way it is run with
-  /// PTRACE_SYSCALL to the syscall-exit stop, so nothing after the instruction runs.
+  /// The thread runs the hijack stub's `syscall` with its registers saved below its red
+  /// zone, so it restores itself if swpatch dies meanwhile. Before a trampoline page
+  /// holds a stub (the mmap of the first one), a copy of the stub is written for the
+  /// call into spare bytes after an executable segment, and the bytes are put back
+  /// after. Only when no object has such room does it run an existing `syscall`
+  /// instruction of the target, and a swpatch killed in those microseconds would leave
+  /// the thread with borrowed registers. It is run with PTRACE_SYSCALL to the
+  /// syscall-exit stop.
   public func syscall(
     _ number: Int, _ args: [UInt64] = [], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
@@ -301,7 +303,10 @@ public final class StoppedTarget {
     let saved = try Ptrace.getRegisters(tid)
     var regs = saved
     var xsave: [UInt8]? = nil
-    if let stub = hijackStub {
+    let borrowed = hijackStub == nil ? try borrowSpareCode() : nil
+    // Put back only once the thread has its own registers again (defer runs last).
+    defer { if let borrowed { try? write(borrowed.original, at: borrowed.address) } }
+    if let stub = hijackStub ?? borrowed?.address {
       let image = try Ptrace.getExtendedState(tid)
       regs.rsp = try writeRestoreBlock(saved: saved, xsave: image, below: saved.rsp &- 136)
       regs.rip = stub + HijackStub.syscallEntry
@@ -329,6 +334,15 @@ public final class StoppedTarget {
     }
     try putBack(tid, saved: saved, xsave: xsave)
     return Int64(bitPattern: result.rax)
+  }
+
+  /// Writes a copy of the hijack stub into spare executable bytes; returns where, and
+  /// what was there before.
+  private func borrowSpareCode() throws(ProcessError) -> (address: UInt64, original: [UInt8])? {
+    guard let spot = try spareCodeBytes(count: HijackStub.bytes.count) else { return nil }
+    let original = try read(at: spot, count: HijackStub.bytes.count)
+    try write(HijackStub.bytes, at: spot)
+    return (spot, original)
   }
 
   /// Gives a borrowed thread stopped at a syscall-exit stop its own state back, and
