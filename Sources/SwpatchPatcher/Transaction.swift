@@ -160,9 +160,19 @@ final class Transaction {
     let dlopen = try loaderFunction("dlopen", in: image)
     let stub = try ensureStub(near: near)
     let rtldNow: UInt64 = 2
-    let handle = try target.call(
-      dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], stub: stub,
-      timeout: callTimeout)
+    // The other threads run meanwhile: one that holds a lock dlopen needs can release it,
+    // and none is stopped for the length of a library's constructors.
+    try target.releaseOthers(except: target.pid)
+    let handle: UInt64
+    do {
+      handle = try target.call(
+        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array(path.utf8) + [0], stub: stub,
+        timeout: callTimeout)
+    } catch {
+      try? target.holdReleasedAgain()
+      throw error
+    }
+    try target.holdReleasedAgain()
     guard handle != 0 else {
       var reason = "unknown reason"
       if let dlerror = try? loaderFunction("dlerror", in: image),

@@ -156,12 +156,37 @@ public final class StoppedTarget {
     try Ptrace.call(request, tid, 0, UInt64(signal))
   }
 
+  /// Threads let run (still seized) while one thread is borrowed for a long remote call.
+  private var released: [Int32] = []
+
+  /// Lets every held thread but `tid` run while `tid` is borrowed for a remote call that
+  /// may take long or need a lock another thread holds (dlopen: the loader and malloc
+  /// locks). They stay seized, so a thread they create is attached too, and nothing is
+  /// written until `holdReleasedAgain`. A target in a group stop (SIGSTOP) stays stopped.
+  public func releaseOthers(except tid: Int32) throws(ProcessError) {
+    guard groupStopped.isEmpty else { return }
+    for other in threads where other != tid {
+      try proceed(.cont, other)
+      released.append(other)
+    }
+  }
+
+  /// Stops every released thread again, and holds every thread created meanwhile.
+  public func holdReleasedAgain() throws(ProcessError) {
+    let running = released
+    released = []
+    for tid in running where threads.contains(tid) { try interruptAndWait(tid) }
+    try seizeAllThreads()
+  }
+
   /// Lets every thread run again, passing on each signal that arrived while it was held,
   /// and detaches. Safe to call twice.
   public func resume() {
     defer {
       try? memory.close()
     }
+    // A running tracee cannot be detached: stop released threads first.
+    if !released.isEmpty { try? holdReleasedAgain() }
     guard !threads.isEmpty else { return }
     for tid in threads {
       var signals = pendingSignals[tid] ?? []

@@ -45,6 +45,23 @@ import Testing
     #expect(target.isAlive)
     #expect(everyThreadIsUntraced(target.pid))
   }
+
+  /// The holder thread keeps a lock 100 ms of every 101, and the library's constructor
+  /// takes it: had every other thread stayed stopped during dlopen, the call could never
+  /// return (remote_call_timeout). The others run while dlopen runs, and are all held
+  /// again before the entry jump is written.
+  @Test func otherThreadsRunWhileTheLibraryLoads() throws {
+    let ws = Workspace()
+    let target = try Fixture("holder", ["20"])
+    #expect(target.waitForValue("compute", "42"))
+    let patch = ws.patchFile(
+      "locked", library: "libneedslock.so", functions: [("compute", "compute_locked")])
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "3")
+    #expect(result.status == 0, "\(result.output)")
+    #expect(target.waitForValue("compute", "105", from: target.output.count))
+    #expect(target.keepsRunning())
+    #expect(everyThreadIsUntraced(target.pid))
+  }
 }
 
 /// The last value of `key=` the fixture printed.
