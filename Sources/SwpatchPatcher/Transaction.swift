@@ -68,6 +68,8 @@ final class Transaction {
   /// int3 there) and tells the stopped target where it is. No undo entry: the header is
   /// swpatch's own and nothing but a remote call ever jumps there.
   private func installStub(in page: TrampolinePage) throws -> UInt64 {
+    precondition(
+      UInt64(HijackStub.bytes.count) <= TrampolinePageLayout.stubRoom, "the stub overruns the slots")
     let stub = page.base + TrampolinePageLayout.stubOffset
     if try target.read(at: stub, count: HijackStub.bytes.count) != HijackStub.bytes {
       try target.write(HijackStub.bytes, at: stub)

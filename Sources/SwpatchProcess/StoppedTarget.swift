@@ -24,8 +24,12 @@ public final class StoppedTarget {
   private let memory: FileDescriptor
   private var syscallInstruction: UInt64?
   private let firstStop: ContinuousClock.Instant
-  /// How long the target was held, set by `resume`.
+  /// How long the target was held, set by `resume`: from the first stop to the resume,
+  /// less the time its other threads ran while one was borrowed.
   public private(set) var stoppedFor: Duration = .zero
+  /// When `releaseOthers` let threads run, and how long they have run in all.
+  private var releasedAt: ContinuousClock.Instant?
+  private var ranFor: Duration = .zero
 
   private init(pid: Int32, memory: FileDescriptor) {
     self.pid = pid
@@ -165,6 +169,7 @@ public final class StoppedTarget {
   /// written until `holdReleasedAgain`. A target in a group stop (SIGSTOP) stays stopped.
   public func releaseOthers(except tid: Int32) throws(ProcessError) {
     guard groupStopped.isEmpty else { return }
+    releasedAt = .now
     for other in threads where other != tid {
       try proceed(.cont, other)
       released.append(other)
@@ -176,6 +181,8 @@ public final class StoppedTarget {
     let running = released
     released = []
     for tid in running where threads.contains(tid) { try interruptAndWait(tid) }
+    if let start = releasedAt { ranFor += ContinuousClock.now - start }
+    releasedAt = nil
     try seizeAllThreads()
   }
 
@@ -198,7 +205,7 @@ public final class StoppedTarget {
       _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
     }
     threads = []
-    stoppedFor = ContinuousClock.now - firstStop
+    stoppedFor = ContinuousClock.now - firstStop - ranFor
   }
 
   // MARK: Memory
