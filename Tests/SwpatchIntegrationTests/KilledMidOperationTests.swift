@@ -18,7 +18,7 @@ import Testing
     let ws = Workspace()
     let full = try Self.timeOneAttach(ws)
     var generator = SystemRandomNumberGenerator()
-    for round in 0..<24 {
+    for round in 0..<40 {
       let target = try Fixture("loop", ["10"])
       #expect(target.waitForValue("compute", "42"))
       let operation = try OperationUnderTest(ws, "attach", "\(target.pid)", Self.patch(ws))
