@@ -188,6 +188,11 @@ public final class Engine: @unchecked Sendable {
       ) {
         transaction in
         let loaded = try transaction.loadLibrary(stored, elf: library, image: image, near: firstSite)
+        // The other threads ran while dlopen did: one may have entered a function being
+        // switched since the first check, so look again before anything is written.
+        if loaded.loadedNow, let blocker = try check?.firstBlocker(in: transaction.target) {
+          throw StackBlocked(blocker: blocker)
+        }
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
         let installs = try transaction.execute(plan, sizes: sizes)
         let libraries =
