@@ -17,6 +17,8 @@ final class Transaction {
   private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int64)?
   /// How long a remote call (dlopen) may run before it is abandoned.
   let callTimeout: Duration
+  /// The undo log on disk, for a successor if swpatch dies before the commit.
+  var journal: UndoJournal?
 
   init(target: StoppedTarget, state: TargetState, callTimeout: Duration) {
     self.target = target
@@ -30,6 +32,7 @@ final class Transaction {
   /// Writes `bytes` after saving what was there, so `rollback` can restore it.
   func write(_ bytes: [UInt8], at address: UInt64) throws {
     let previous = try target.read(at: address, count: bytes.count)
+    try journal?.record(address: address, previous: previous)
     undo.append((address, previous))
     try target.write(bytes, at: address)
   }
@@ -39,6 +42,7 @@ final class Transaction {
   func rollback() {
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
     undo = []
+    journal?.discard()
     if let loaded = loadedHandle, let dlclose = loaded.dlclose, let stub = target.hijackStub {
       _ = try? target.call(
         dlclose, name: "dlclose", args: { _ in [loaded.handle] }, stub: stub, timeout: callTimeout)

@@ -24,6 +24,7 @@ import Testing
       let operation = try OperationUnderTest(ws, "attach", "\(target.pid)", Self.patch(ws))
       operation.kill(after: .microseconds(Int64.random(in: 0..<full.microseconds, using: &generator)))
       try Self.expectUnharmed(target, round: round)
+      try Self.expectStatusAgrees(target, ws, patch: "slow", round: round)
     }
   }
 
@@ -44,6 +45,7 @@ import Testing
       let operation = try OperationUnderTest(ws, "disable", "\(target.pid)", "slow")
       operation.kill(after: .microseconds(Int64.random(in: 0..<full.microseconds, using: &generator)))
       try Self.expectUnharmed(target, round: round)
+      try Self.expectStatusAgrees(target, ws, patch: "slow", round: round)
     }
   }
 
@@ -76,6 +78,26 @@ import Testing
       #expect(legitimate.contains(value), "round \(round): compute=\(value)", sourceLocation: sourceLocation)
     }
   }
+
+  /// `status` (from a daemon started afresh, which first puts back the bytes of an
+  /// operation its predecessor did not finish) says what the target runs.
+  static func expectStatusAgrees(
+    _ target: Fixture, _ ws: Workspace, patch: String, round: Int,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let status = ws.swpatch("status", "\(target.pid)", "--json")
+    #expect(status.status == 0, "\(status.output)", sourceLocation: sourceLocation)
+    let entry = (status.json?["targets"] as? [[String: Any]])?.first
+    let state = (entry?["patches"] as? [[String: Any]])?.first { $0["id"] as? String == patch }?["state"]
+    let hooks = entry?["hooks"] as? [[String: Any]] ?? []
+    #expect(
+      hooks.allSatisfy { $0["drift"] == nil }, "round \(round): \(hooks)", sourceLocation: sourceLocation)
+    let expected = state as? String == "enabled" ? "84" : "42"
+    #expect(
+      target.waitForValue("compute", expected, from: target.output.count),
+      "round \(round): status says \(state ?? "not patched") but the target does not print compute=\(expected)",
+      sourceLocation: sourceLocation)
+  }
 }
 
 /// One swpatch operation started in the background, to be killed.
@@ -84,15 +106,21 @@ final class OperationUnderTest {
   let workspace: Workspace
   private let output: Int32
 
+  /// The daemon doing the ptrace work, running before the operation starts.
+  let worker: pid_t
+
   init(_ workspace: Workspace, _ args: String...) throws {
     self.workspace = workspace
-    (cli, output) = try spawn(Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": workspace.stateDir])
+    worker = try ptraceWorker(workspace)
+    (cli, output) = try spawn(
+      Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": workspace.stateDir, "SWPATCH_SOCKET": workspace.socket])
   }
 
   /// Sleeps `delay`, SIGKILLs the ptrace worker, and reaps the CLI.
   func kill(after delay: Duration) {
     usleep(UInt32(delay.microseconds))
-    Glibc.kill(ptraceWorker(cli: cli, stateDir: workspace.stateDir), SIGKILL)
+    Glibc.kill(worker, SIGKILL)
+    for _ in 0..<500 where processExists(worker) { usleep(10_000) }
     drain(output) { _ in }
     var status: Int32 = 0
     waitpid(cli, &status, 0)
@@ -105,9 +133,11 @@ final class OperationUnderTest {
   }
 }
 
-/// The process that issues the ptrace requests of an operation started by the CLI
-/// process `cli`. Today the CLI does the work itself. (With a daemon, this becomes the
-/// pid in `<stateDir>/swpatchd.pid`.)
-func ptraceWorker(cli: pid_t, stateDir: String) -> pid_t {
-  cli
+/// The process that issues the ptrace requests of an operation: the workspace's
+/// daemon, started (by a `status`) if it is not running, so that its pid is known
+/// before the operation begins.
+func ptraceWorker(_ workspace: Workspace) throws -> pid_t {
+  if let pid = workspace.daemonPID, processExists(pid) { return pid }
+  #expect(workspace.swpatch("status").status == 0)
+  return try #require(workspace.daemonPID)
 }

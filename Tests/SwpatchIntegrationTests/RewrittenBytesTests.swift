@@ -21,7 +21,9 @@ import Testing
     #expect(stoppedProgramCounter(target.pid) == sled + offset)
 
     let patch = ws.patchFile("fix-sled", library: "libsled.so", functions: [("sled", "sled_v2")])
-    let result = ws.swpatch("attach", "\(target.pid)", patch)
+    // `entry`: under the default `stack` the stack check would (rightly) wait first, the
+    // thread being inside sled; this test is about the bytes-in-flight check alone.
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--consistency", "entry")
     #expect(result.status == 0, "\(result.output)")
     #expect(target.memory(at: sled, count: 1) == [0xe9], "no entry jump at sled")
     #expect(processState(target.pid) == "T", "a stopped target must stay stopped")
@@ -45,7 +47,7 @@ import Testing
     let patch = ws.patchFile("fix-stay", library: "libsled.so", functions: [("stay", "stay_v2")])
     try expectRefusedAttach(
       target, ws, patch, code: "thread_in_rewritten_bytes", mentions: ["thread", "inside bytes"],
-      watch: stay)
+      watch: stay, options: ["--consistency", "entry"])
     #expect(waitForThread(of: target.pid, inSyscall: 34, at: stay + 2), "the thread left pause()")
   }
 }
