@@ -82,6 +82,16 @@ $(FIXOUT)/split-link: $(FIXOUT)/split-full
 	objcopy --only-keep-debug $< $@.debug
 	strip --strip-all -o $@ $<
 	cd $(FIXOUT) && objcopy --add-gnu-debuglink=split-link.debug split-link
+# Never hurt the target: threads that come and go, a function with known instruction
+# boundaries (and a tracer that parks a thread inside it), a target blocked in one
+# system call, and a SIGUSR1 counter.
+$(FIXOUT)/churn: $(FIX)/churn.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+$(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# A thread holding a lock a library constructor needs (-rdynamic: the library finds it).
+$(FIXOUT)/holder: $(FIX)/holder.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $<
 # A second tracer, and an object file that is not a shared object (bad-input tests).
 $(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
@@ -98,6 +108,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
+  $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

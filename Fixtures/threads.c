@@ -1,6 +1,6 @@
-// A multi-threaded target: N workers (argv[2], default 4) call compute() in a loop;
-// every interval (argv[1] ms) main prints one line per worker with its last result
-// and call count, until SIGTERM.
+// A multi-threaded target: N workers (argv[2], default 4) call compute() in a loop,
+// napping argv[3] ms (default 1) between calls; every interval (argv[1] ms) main prints
+// one line per worker with its last result and call count, until SIGTERM.
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,9 +20,11 @@ PATCHABLE int compute(int x) { return x * scale; }
 static volatile int last[MAX_WORKERS];
 static volatile unsigned long calls[MAX_WORKERS];
 
+static long nap_ms = 1;
+
 static void *worker(void *arg) {
   long id = (long)arg;
-  struct timespec nap = {0, 1000000L};
+  struct timespec nap = {nap_ms / 1000, (nap_ms % 1000) * 1000000L};
   while (!stopping) {
     last[id] = compute(21);
     calls[id]++;
@@ -35,6 +37,7 @@ int main(int argc, char **argv) {
   long interval = argc > 1 ? atol(argv[1]) : 200;
   long n = argc > 2 ? atol(argv[2]) : 4;
   if (n < 1 || n > MAX_WORKERS) n = 4;
+  if (argc > 3) nap_ms = atol(argv[3]);
   struct timespec ts = {interval / 1000, (interval % 1000) * 1000000L};
   signal(SIGTERM, on_term);
   signal(SIGINT, on_term);

@@ -37,6 +37,12 @@ public final class DaemonService: @unchecked Sendable {
   /// verifies each hook against the target's memory.
   public func start() throws {
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
+    for (id, message) in engine.recoverInterruptedOperations() {
+      audit.append(
+        AuditRecord(
+          uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: "recover",
+          patch: nil, result: "ok", message: message))
+    }
     let (live, gone) = try engine.store.locked { session in
       (session.registry.targets, session.dropped)
     }

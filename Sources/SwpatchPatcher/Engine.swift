@@ -188,6 +188,11 @@ public final class Engine: @unchecked Sendable {
       ) {
         transaction in
         let loaded = try transaction.loadLibrary(stored, elf: library, image: image, near: firstSite)
+        // The other threads ran while dlopen did: one may have entered a function being
+        // switched since the first check, so look again before anything is written.
+        if loaded.loadedNow, let blocker = try check?.firstBlocker(in: transaction.target) {
+          throw StackBlocked(blocker: blocker)
+        }
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
         let installs = try transaction.execute(plan, sizes: sizes)
         let libraries =
@@ -275,6 +280,38 @@ public final class Engine: @unchecked Sendable {
     }
   }
 
+  // MARK: Recovery
+
+  /// Puts back the bytes of operations that a killed swpatch left between its first
+  /// write into a target and the registry's record of the result (see `UndoJournal`),
+  /// so that each target is again in the state the registry describes. Returns, per
+  /// target, what was done.
+  public func recoverInterruptedOperations() -> [(target: TargetID, message: String)] {
+    var done: [(TargetID, String)] = []
+    for leftover in UndoJournal.leftovers(in: store.directory) {
+      defer { unlink(leftover.path) }
+      let header = leftover.header
+      let id = TargetID(pid: header.pid, startTime: header.startTime)
+      guard TargetProcess.isAlive(pid: id.pid, startTime: id.startTime), !leftover.entries.isEmpty
+      else { continue }
+      // A generation past the journal's: the registry did record the result.
+      let current = (try? store.snapshot())?.target(id)?.generation ?? 0
+      guard current == header.generation else { continue }
+      do {
+        try tracer.run {
+          let target = try StoppedTarget.stop(pid: id.pid)
+          defer { target.resume() }
+          for entry in leftover.entries.reversed() { try target.write(entry.bytes, at: entry.address) }
+        }
+        done.append(
+          (id, "put back \(leftover.entries.count) writes of an operation that swpatch did not finish"))
+      } catch {
+        done.append((id, "could not put back the writes of an unfinished operation: \(error)"))
+      }
+    }
+    return done
+  }
+
   // MARK: Drift
 
   /// The hooks of `state` whose memory is not what the registry recorded, keyed by
@@ -316,9 +353,12 @@ public final class Engine: @unchecked Sendable {
       let target = try StoppedTarget.stop(pid: pid)
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
+        transaction.journal = try UndoJournal(
+          directory: self.store.directory, target: state.id, generation: state.generation)
         if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }
         let (plan, next) = try body(transaction)
         try session.save(next)
+        transaction.journal?.discard()
         target.resume()
         return (plan, next, target.stoppedFor)
       } catch {

@@ -49,7 +49,7 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       return "pid \(pid) has no swpatch patches; see `swpatch status`"
     case .threadInRewrittenBytes(let tid, let address):
       return
-        "thread \(tid) is stopped at 0x\(String(address, radix: 16)), inside bytes this operation rewrites; nothing was changed, retry"
+        "thread \(tid) stays at 0x\(String(address, radix: 16)), inside bytes this operation rewrites, after being let run to leave them; nothing was changed, retry"
     case .buildIDMismatch(let object, let expected, let actual):
       guard let actual else {
         return

@@ -17,6 +17,8 @@ final class Transaction {
   private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int64)?
   /// How long a remote call (dlopen) may run before it is abandoned.
   let callTimeout: Duration
+  /// The undo log on disk, for a successor if swpatch dies before the commit.
+  var journal: UndoJournal?
 
   init(target: StoppedTarget, state: TargetState, callTimeout: Duration) {
     self.target = target
@@ -30,6 +32,7 @@ final class Transaction {
   /// Writes `bytes` after saving what was there, so `rollback` can restore it.
   func write(_ bytes: [UInt8], at address: UInt64) throws {
     let previous = try target.read(at: address, count: bytes.count)
+    try journal?.record(address: address, previous: previous)
     undo.append((address, previous))
     try target.write(bytes, at: address)
   }
@@ -39,12 +42,18 @@ final class Transaction {
   func rollback() {
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
     undo = []
-    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let trap = trapAddress {
+    journal?.discard()
+    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let stub = target.hijackStub {
       _ = try? target.call(
-        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, trap: trap, timeout: callTimeout)
+        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, stub: stub, timeout: callTimeout)
     }
     if let loaded = loadedHandle { _ = try? target.syscall(Syscall.close, [UInt64(loaded.memfd)]) }
     loadedHandle = nil
+    // munmap must not run from the stub of the page it unmaps: were swpatch killed at
+    // that call's exit stop, the thread would resume into an unmapped page.
+    if let stub = target.hijackStub, newPages.contains(where: { $0.base..<$0.base + $0.size ~= stub }) {
+      target.hijackStub = nil
+    }
     for page in newPages {
       _ = try? target.syscall(Syscall.munmap, [page.base, page.size])
     }
@@ -53,17 +62,26 @@ final class Transaction {
 
   // MARK: Trampoline pages and slots
 
-  /// The `int3` that remote calls return to: in any trampoline page of this target.
-  var trapAddress: UInt64? {
-    (knownPages + newPages).first.map { $0.base + TrampolinePageLayout.trapOffset }
+  /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
+  /// holds the `HijackStub` that remote calls return to; returns the stub's address.
+  func ensureStub(near address: UInt64) throws -> UInt64 {
+    if let stub = target.hijackStub { return stub }
+    let page = try (knownPages + newPages).first ?? mapPage(near: address)
+    return try installStub(in: page)
   }
 
-  /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
-  /// returns the address of its trap.
-  func ensureTrap(near address: UInt64) throws -> UInt64 {
-    if let trap = trapAddress { return trap }
-    _ = try mapPage(near: address)
-    return trapAddress!
+  /// Writes the stub into a page's header (pages mapped before the stub existed hold
+  /// int3 there) and tells the stopped target where it is. No undo entry: the header is
+  /// swpatch's own and nothing but a remote call ever jumps there.
+  private func installStub(in page: TrampolinePage) throws -> UInt64 {
+    precondition(
+      UInt64(HijackStub.bytes.count) <= TrampolinePageLayout.stubRoom, "the stub overruns the slots")
+    let stub = page.base + TrampolinePageLayout.stubOffset
+    if try target.read(at: stub, count: HijackStub.bytes.count) != HijackStub.bytes {
+      try target.write(HijackStub.bytes, at: stub)
+    }
+    target.hijackStub = stub
+    return stub
   }
 
   /// A free slot reachable from `site` by `jmp rel32`, mapping a page near it if needed;
@@ -128,6 +146,7 @@ final class Transaction {
       newPages.append(page)
       // A fresh mapping holds no data worth undoing: write without an undo entry.
       try target.write(TrampolinePageLayout.freshBytes(), at: base)
+      if target.hijackStub == nil { _ = try installStub(in: page) }
       return page
     }
     throw near.map { PatchError.noMemoryNearby(address: $0) } ?? PatchError.mmapFailed
@@ -151,23 +170,33 @@ final class Transaction {
   ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
     if let object = alreadyMapped(library, image: image) { return (object.loadBias, 0, false) }
     let dlopen = try loaderFunction("dlopen", in: image)
-    let trap = try ensureTrap(near: near)
+    let stub = try ensureStub(near: near)
     let fd = try memfd(holding: library)
     func closeMemfd() { _ = try? target.syscall(Syscall.close, [UInt64(fd)]) }
     let identity: FileIdentity
     let handle: UInt64
     do {
       identity = try FileIdentity(path: "/proc/\(target.pid)/fd/\(fd)")
-      let rtldNow: UInt64 = 2
-      handle = try target.call(
-        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/self/fd/\(fd)".utf8) + [0],
-        trap: trap, timeout: callTimeout)
     } catch {
       closeMemfd()
       throw error
     }
+    let rtldNow: UInt64 = 2
+    // The other threads run meanwhile: one that holds a lock dlopen needs can release it,
+    // and none is stopped for the length of a library's constructors.
+    try target.releaseOthers(except: target.pid)
+    do {
+      handle = try target.call(
+        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/self/fd/\(fd)".utf8) + [0],
+        stub: stub, timeout: callTimeout)
+    } catch {
+      try? target.holdReleasedAgain()
+      closeMemfd()
+      throw error
+    }
+    try target.holdReleasedAgain()
     guard handle != 0 else {
-      let reason = dlerror(image: image, trap: trap)
+      let reason = dlerror(image: image, stub: stub)
       closeMemfd()
       throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
     }
@@ -229,10 +258,10 @@ final class Transaction {
   }
 
   /// dlerror()'s text after a failed dlopen.
-  private func dlerror(image: ProcessImage, trap: UInt64) -> String {
+  private func dlerror(image: ProcessImage, stub: UInt64) -> String {
     guard let dlerror = try? loaderFunction("dlerror", in: image),
       let text = try? target.call(
-        dlerror, name: "dlerror", args: { _ in [] }, trap: trap, timeout: callTimeout),
+        dlerror, name: "dlerror", args: { _ in [] }, stub: stub, timeout: callTimeout),
       text != 0
     else { return "unknown reason" }
     return readCString(at: text)
@@ -264,6 +293,7 @@ final class Transaction {
 
   /// Carries out a registry plan, in order. Returns the install facts of new hooks.
   func execute(_ plan: Plan, sizes: [UInt64: UInt64]) throws -> [UInt64: HookInstall] {
+    try moveThreadsOutOfEntries(plan, sizes: sizes)
     var installs: [UInt64: HookInstall] = [:]
     for effect in plan.effects {
       switch effect {
@@ -295,10 +325,30 @@ final class Transaction {
     try target.threads.map { ($0, try target.registers(of: $0).rip) }
   }
 
+  /// Before anything is written, lets every thread that would resume inside the bytes
+  /// an entry jump may cover (past their first byte, up to the 14-byte absolute jump)
+  /// run until it is out; a thread that stays inside refuses the operation with nothing
+  /// changed.
+  private func moveThreadsOutOfEntries(_ plan: Plan, sizes: [UInt64: UInt64]) throws {
+    var ranges: [Range<UInt64>] = []
+    for case .installHook(let site, _) in plan.effects {
+      let code = try target.read(at: site.oldAddr, count: 16)
+      let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
+      let room = (sizes[site.oldAddr] ?? 0) &- (entry - site.oldAddr)
+      let covered = min(max(room, UInt64(X86.nearJumpLength)), UInt64(X86.absoluteJumpLength))
+      ranges.append(entry..<entry + covered)
+    }
+    guard !ranges.isEmpty else { return }
+    if let thread = try target.runThreadsOut(of: ranges).first {
+      throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
+    }
+  }
+
   /// A thread resuming in the middle of an instruction we overwrite would execute
-  /// garbage; at the first byte it simply takes the new jump.
+  /// garbage; at the first byte it simply takes the new jump. (The last check before
+  /// the write; `moveThreadsOutOfEntries` has already moved threads out.)
   private func refuseThreadsInside(_ bytes: Range<UInt64>) throws {
-    for thread in try threadPositions() where bytes.contains(thread.rip) {
+    if let thread = try target.threadsInside([bytes]).first {
       throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
     }
   }
@@ -337,7 +387,7 @@ final class Transaction {
     } else {
       throw PatchError.noMemoryNearby(address: site.oldAddr)
     }
-    try refuseThreadsInside(entry + 1..<entry + UInt64(jump.count))
+    try refuseThreadsInside(entry..<entry + UInt64(jump.count))
     try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
     try write(jump, at: entry)

@@ -48,27 +48,8 @@ public struct MapEntry: Sendable, Equatable {
 /// The address-space layout of a process, as /proc/PID/maps shows it.
 public enum ProcessMaps {
   public static func read(pid: Int32) throws(ProcessError) -> [MapEntry] {
-    guard let text = readWhole("/proc/\(pid)/maps") else { throw .noSuchProcess(pid: pid) }
+    guard let text = ProcFile.read("/proc/\(pid)/maps") else { throw .noSuchProcess(pid: pid) }
     return text.split(separator: "\n").compactMap(MapEntry.init(line:))
-  }
-
-  /// Reads a /proc file to its end. /proc reports size 0 and hands out about a page per
-  /// read(), and String(contentsOfFile:) stops after the first: a target with a few
-  /// dozen threads (each stack is a mapping) then seemed to have no libc at all.
-  static func readWhole(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let n = Glibc.read(fd, &chunk, chunk.count)
-      if n < 0 && errno == EINTR { continue }
-      guard n >= 0 else { return nil }
-      if n == 0 { break }
-      bytes += chunk[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
   }
 
   /// Unmapped gaps of the address space (user half only), in address order.

@@ -51,6 +51,17 @@ enum Ptrace {
     return r
   }
 
+  /// PTRACE_GETEVENTMSG: for a clone event stop, the new thread's id.
+  static func eventMessage(_ tid: Int32) throws(ProcessError) -> UInt64 {
+    var message: UInt64 = 0
+    var err: Int32 = 0
+    let r = withUnsafeMutablePointer(to: &message) { p in
+      swp_ptrace(PtraceRequest.getEventMsg.rawValue, tid, 0, UInt64(UInt(bitPattern: p)), &err)
+    }
+    if r == -1 { throw .ptrace(request: "GETEVENTMSG", tid: tid, errno: Errno(rawValue: err)) }
+    return message
+  }
+
   static func getRegisters(_ tid: Int32) throws(ProcessError) -> user_regs_struct {
     var regs = user_regs_struct()
     var err: Int32 = 0

@@ -16,11 +16,20 @@ public final class StoppedTarget {
   private var pendingSignals: [Int32: [Int32]] = [:]
   /// Threads that were in a group stop (SIGSTOP, job control) when seized.
   public private(set) var groupStopped: Set<Int32> = []
+  /// Every thread ever held, including ones that exited since.
+  private var held: Set<Int32> = []
+  /// Threads held in a signal-delivery-stop of the first of their pending signals: the
+  /// detach passes that one on with its original siginfo.
+  private var inSignalStop: Set<Int32> = []
   private let memory: FileDescriptor
   private var syscallInstruction: UInt64?
   private let firstStop: ContinuousClock.Instant
-  /// How long the target was held, set by `resume`.
+  /// How long the target was held, set by `resume`: from the first stop to the resume,
+  /// less the time its other threads ran while one was borrowed.
   public private(set) var stoppedFor: Duration = .zero
+  /// When `releaseOthers` let threads run, and how long they have run in all.
+  private var releasedAt: ContinuousClock.Instant?
+  private var ranFor: Duration = .zero
 
   private init(pid: Int32, memory: FileDescriptor) {
     self.pid = pid
@@ -49,49 +58,132 @@ public final class StoppedTarget {
     return target
   }
 
+  /// Options of every seized thread: syscall stops are marked (SIGTRAP | 0x80), and a
+  /// thread the target creates while one of its threads runs under us (being seized, or
+  /// borrowed for a remote call) is attached by the kernel and starts stopped, so it can
+  /// never run unseen while memory is written.
+  private static let seizeOptions = UInt64(SWP_PTRACE_O_TRACESYSGOOD | SWP_PTRACE_O_TRACECLONE)
+
+  /// Holds every thread listed in /proc/PID/task, scanning again until a scan finds no
+  /// thread that is not held. Threads announced by clone events are held as they come.
   private func seizeAllThreads() throws(ProcessError) {
-    var held = Set<Int32>()
     for _ in 0..<1000 {
       let listed = TargetProcess.threadIDs(of: pid)
       if listed.isEmpty { throw .processExited(pid: pid) }
       let fresh = listed.filter { !held.contains($0) }
       if fresh.isEmpty { return }
       var seized: [Int32] = []
-      for tid in fresh {
-        do {
-          try Ptrace.call(.seize, tid, 0, UInt64(SWP_PTRACE_O_TRACESYSGOOD))
-          try Ptrace.call(.interrupt, tid)
-          seized.append(tid)
-        } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
-          continue  // the thread exited between the scan and the seize
-        } catch .ptrace(_, _, let errno) where errno == .notPermitted {
-          let now = try TargetProcess.inspect(pid)
-          if now.tracerPid != 0 && now.tracerPid != getpid() { try now.checkPatchable() }
-          throw .permissionDenied(pid: pid, what: "trace")
-        }
-      }
-      held.formUnion(seized)
-      threads.append(contentsOf: seized)
-      for tid in seized { try waitForInitialStop(tid) }
+      for tid in fresh where try seize(tid) { seized.append(tid) }
+      for tid in seized where !held.contains(tid) { try hold(tid) }
     }
     throw .unexpectedStop(tid: pid, detail: "threads kept appearing while stopping the target")
   }
 
-  private func waitForInitialStop(_ tid: Int32) throws(ProcessError) {
-    guard let event = try WaitEvent.next(tid) else { return }
-    switch event {
-    case .gone:
-      threads.removeAll { $0 == tid }
-      if tid == pid { throw .processExited(pid: pid) }
-    case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
-      // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
-      if signal != SIGTRAP { groupStopped.insert(tid) }
-    case .signal(let signal):
-      // Stopped in signal-delivery-stop first: keep the signal for resume.
-      pendingSignals[tid, default: []].append(signal)
-    case .event, .syscallStop:
-      break
+  /// Seizes and interrupts one thread; false if it exited first. A thread the kernel has
+  /// already attached to us (PTRACE_O_TRACECLONE) refuses a second seize with EPERM; it
+  /// is ours and starts in a stop of its own.
+  private func seize(_ tid: Int32) throws(ProcessError) -> Bool {
+    do {
+      try Ptrace.call(.seize, tid, 0, Self.seizeOptions)
+      try Ptrace.call(.interrupt, tid)
+      return true
+    } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
+      return false  // the thread exited between the scan and the seize
+    } catch .ptrace(_, _, let errno) where errno == .notPermitted {
+      if TargetProcess.isTracedByUs(tid, in: pid) { return true }
+      let now = try TargetProcess.inspect(pid)
+      if now.tracerPid != 0 && !TargetProcess.isOurThread(now.tracerPid) {
+        try now.checkPatchable()
+      }
+      throw .permissionDenied(pid: pid, what: "trace")
     }
+  }
+
+  /// Records `tid` as held and waits until it is in a stop that may be resumed by detach.
+  private func hold(_ tid: Int32) throws(ProcessError) {
+    held.insert(tid)
+    threads.append(tid)
+    try waitUntilHeld(tid)
+  }
+
+  /// Waits until `tid`, interrupted, sits in an interrupt stop, a group stop or a
+  /// signal-delivery stop. Any other stop (a clone event, a syscall stop) consumes the
+  /// pending interrupt (the kernel clears it on every trap), so the thread is continued
+  /// and interrupted again; the child a clone event announces is held first.
+  private func waitUntilHeld(_ tid: Int32) throws(ProcessError) {
+    while true {
+      guard let event = try WaitEvent.next(tid) else { continue }
+      switch event {
+      case .gone:
+        threads.removeAll { $0 == tid }
+        if tid == pid { throw .processExited(pid: pid) }
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
+        // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
+        if signal != SIGTRAP { groupStopped.insert(tid) }
+        return
+      case .signal(let signal):
+        // Held in a signal-delivery stop: the signal is passed on at resume.
+        pendingSignals[tid, default: []].append(signal)
+        inSignalStop.insert(tid)
+        return
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        try adoptNewThread(announcedBy: tid)
+        try continueAndInterrupt(tid)
+      case .event, .syscallStop:
+        try continueAndInterrupt(tid)
+      }
+    }
+  }
+
+  /// Lets a thread out of a stop that is not a place to hold it and stops it again on
+  /// its way back to user code, before it runs any: an interrupt sent to a stopped
+  /// thread traps once the current stop ends (kernel/ptrace.c, PTRACE_INTERRUPT). The
+  /// new stop is inside signal handling, where a resume restarts an interrupted system
+  /// call as the kernel would.
+  private func continueAndInterrupt(_ tid: Int32) throws(ProcessError) {
+    try Ptrace.call(.interrupt, tid)
+    try proceed(.cont, tid)
+  }
+
+  /// Holds the thread a clone event announces: the kernel attached it and it starts in
+  /// a stop, which must be waited for before any memory is written.
+  private func adoptNewThread(announcedBy parent: Int32) throws(ProcessError) {
+    let tid = Int32(truncatingIfNeeded: try Ptrace.eventMessage(parent))
+    guard tid > 0, !held.contains(tid) else { return }
+    try hold(tid)
+  }
+
+  /// Restarts a held thread with `request`; it leaves any signal-delivery-stop.
+  private func proceed(_ request: PtraceRequest, _ tid: Int32, signal: Int32 = 0) throws(ProcessError) {
+    inSignalStop.remove(tid)
+    try Ptrace.call(request, tid, 0, UInt64(signal))
+  }
+
+  /// Threads let run (still seized) while one thread is borrowed for a long remote call.
+  private var released: [Int32] = []
+
+  /// Lets every held thread but `tid` run while `tid` is borrowed for a remote call that
+  /// may take long or need a lock another thread holds (dlopen: the loader and malloc
+  /// locks). They stay seized, so a thread they create is attached too, and nothing is
+  /// written until `holdReleasedAgain`. A target in a group stop (SIGSTOP) stays stopped.
+  public func releaseOthers(except tid: Int32) throws(ProcessError) {
+    guard groupStopped.isEmpty else { return }
+    releasedAt = .now
+    for other in threads where other != tid {
+      try proceed(.cont, other)
+      released.append(other)
+    }
+  }
+
+  /// Stops every released thread again, and holds every thread created meanwhile.
+  public func holdReleasedAgain() throws(ProcessError) {
+    let running = released
+    released = []
+    for tid in running where threads.contains(tid) { try interruptAndWait(tid) }
+    if let start = releasedAt { ranFor += ContinuousClock.now - start }
+    releasedAt = nil
+    try seizeAllThreads()
   }
 
   /// Lets every thread run again, passing on each signal that arrived while it was held,
@@ -100,15 +192,20 @@ public final class StoppedTarget {
     defer {
       try? memory.close()
     }
+    // A running tracee cannot be detached: stop released threads first.
+    if !released.isEmpty { try? holdReleasedAgain() }
     guard !threads.isEmpty else { return }
     for tid in threads {
       var signals = pendingSignals[tid] ?? []
-      let first = signals.isEmpty ? 0 : signals.removeFirst()
-      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
+      // A detach passes a signal on only from a signal-delivery-stop; from any other
+      // stop it is dropped. So the rest are queued again with tgkill while the thread is
+      // still held, and it takes them as soon as it runs.
+      let first = inSignalStop.contains(tid) && !signals.isEmpty ? signals.removeFirst() : 0
       for signal in signals { _ = swp_tgkill(pid, tid, signal) }
+      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
     }
     threads = []
-    stoppedFor = ContinuousClock.now - firstStop
+    stoppedFor = ContinuousClock.now - firstStop - ranFor
   }
 
   // MARK: Memory
@@ -156,48 +253,162 @@ public final class StoppedTarget {
     try Ptrace.setRegisters(tid, regs)
   }
 
+  // MARK: Threads inside rewritten bytes
+
+  /// The held threads that would execute part of `bytes` other than their first byte
+  /// once resumed, with their instruction pointers. A thread interrupted in a
+  /// restartable system call counts when the 2-byte `syscall` before its `rip` lies in
+  /// `bytes`: the kernel moves it back onto that instruction as it resumes.
+  public func threadsInside(_ bytes: [Range<UInt64>]) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    var inside: [(tid: Int32, rip: UInt64)] = []
+    for tid in threads {
+      let regs = try Ptrace.getRegisters(tid)
+      if bytes.contains(where: { Self.executes(inside: $0, regs) }) { inside.append((tid, regs.rip)) }
+    }
+    return inside
+  }
+
+  /// Whether a thread resumed with `regs` executes bytes of `range` past its first.
+  static func executes(inside range: Range<UInt64>, _ regs: user_regs_struct) -> Bool {
+    let restartErrors: Set<Int64> = [-512, -513, -514, -516]  // -ERESTARTSYS ... -ERESTART_RESTARTBLOCK
+    let restarts =
+      Int64(bitPattern: regs.orig_rax) >= 0 && restartErrors.contains(Int64(bitPattern: regs.rax))
+    if restarts && regs.rip >= 2 && (regs.rip - 2..<regs.rip).overlaps(range) { return true }
+    return range.contains(regs.rip) && regs.rip != range.lowerBound
+  }
+
+  /// Moves every held thread that would execute inside one of `bytes` (see
+  /// `threadsInside`) out of them: the thread runs alone, every other thread still held,
+  /// for a moment that doubles on each of at most `attempts` tries (50 µs up to about
+  /// 100 ms), and is interrupted again. Returns the threads still inside.
+  ///
+  /// The thread runs its own code, so every instant is safe: if swpatch dies meanwhile,
+  /// the thread is simply running (a pending interrupt dies with its tracer).
+  /// Single-stepping instead would leave the trap flag set for a moment, and a thread
+  /// that traps with no tracer is killed by SIGTRAP.
+  public func runThreadsOut(
+    of bytes: [Range<UInt64>], attempts: Int = 12
+  ) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    func position(_ tid: Int32) throws(ProcessError) -> UInt64? {
+      guard threads.contains(tid) else { return nil }  // exited while it ran
+      let regs = try Ptrace.getRegisters(tid)
+      return bytes.contains { Self.executes(inside: $0, regs) } ? regs.rip : nil
+    }
+    var stuck: [(tid: Int32, rip: UInt64)] = []
+    for tid in threads {
+      var attempt = 0
+      while let rip = try position(tid) {
+        guard attempt < attempts else {
+          stuck.append((tid, rip))
+          break
+        }
+        try proceed(.cont, tid)
+        usleep(UInt32(50 << attempt))
+        try interruptAndWait(tid)
+        attempt += 1
+      }
+    }
+    return stuck
+  }
+
   // MARK: Remote syscalls and calls
+
+  /// Address of the `HijackStub` in the target, once a trampoline page holds one. Remote
+  /// calls need it; remote system calls use it when they can.
+  public var hijackStub: UInt64?
 
   /// Runs one system call in thread `tid` of the target and returns its raw result
   /// (negative errno on failure). Every register is restored afterwards.
   ///
-  /// The thread is pointed at an existing `syscall` instruction and run with
-  /// PTRACE_SYSCALL to the syscall-exit stop, so no code is written and nothing after
-  /// the instruction ever runs.
+  /// The thread runs the hijack stub's `syscall` with its registers saved below its red
+  /// zone, so it restores itself if swpatch dies meanwhile. Before a trampoline page
+  /// holds a stub (the mmap of the first one), a copy of the stub is written for the
+  /// call into spare bytes after an executable segment, and the bytes are put back
+  /// after. Only when no object has such room does it run an existing `syscall`
+  /// instruction of the target, and a swpatch killed in those microseconds would leave
+  /// the thread with borrowed registers. It is run with PTRACE_SYSCALL to the
+  /// syscall-exit stop.
   public func syscall(
     _ number: Int, _ args: [UInt64] = [], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
-    let tid = tid ?? pid
-    let instruction = try findSyscallInstruction()
-    let saved = try Ptrace.getRegisters(tid)
-    var regs = saved
-    regs.rip = instruction
-    regs.rax = UInt64(number)
-    // orig_rax = -1: otherwise the kernel's restart logic rewinds rip by 2 when the
-    // thread was interrupted inside a restartable syscall.
-    regs.orig_rax = UInt64.max
-    let a = args + [UInt64](repeating: 0, count: max(0, 6 - args.count))
-    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
-    try Ptrace.setRegisters(tid, regs)
-    defer { try? Ptrace.setRegisters(tid, saved) }
-    for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
-      try Ptrace.call(.syscall, tid)
-      try waitForSyscallStop(tid)
-    }
-    let result = try Ptrace.getRegisters(tid)
-    try Ptrace.setRegisters(tid, saved)
-    return Int64(bitPattern: result.rax)
+    try syscall(number, data: [], args: { _ in args }, in: tid)
   }
 
   /// Like `syscall(_:_:in:)`, with `data` first copied onto the thread's stack below
-  /// the red zone (memory the thread is not using); `args` receives its address.
+  /// the red zone (memory the thread is not using, above the stub's restore block);
+  /// `args` receives its address.
   public func syscall(
     _ number: Int, data: [UInt8], args: (UInt64) -> [UInt64], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
     let tid = tid ?? pid
-    let address = (try Ptrace.getRegisters(tid).rsp &- 128 &- UInt64(data.count)) & ~15
-    try write(data, at: address)
-    return try syscall(number, args(address), in: tid)
+    let saved = try Ptrace.getRegisters(tid)
+    var regs = saved
+    var xsave: [UInt8]? = nil
+    let dataAddress = (saved.rsp &- 136 &- UInt64(data.count)) & ~15
+    if !data.isEmpty { try write(data, at: dataAddress) }
+    let borrowed = hijackStub == nil ? try borrowSpareCode() : nil
+    // Put back only once the thread has its own registers again (defer runs last).
+    defer { if let borrowed { try? write(borrowed.original, at: borrowed.address) } }
+    if let stub = hijackStub ?? borrowed?.address {
+      let image = try Ptrace.getExtendedState(tid)
+      let top = data.isEmpty ? saved.rsp &- 136 : dataAddress
+      regs.rsp = try writeRestoreBlock(saved: saved, xsave: image, below: top)
+      regs.rip = stub + HijackStub.syscallEntry
+      xsave = image
+    } else {
+      regs.rip = try findSyscallInstruction()
+    }
+    regs.rax = UInt64(number)
+    // orig_rax = -1: otherwise the kernel's restart logic rewinds rip by 2 when the
+    // thread was interrupted inside a restartable syscall.
+    regs.orig_rax = UInt64.max
+    let a = args(dataAddress) + [UInt64](repeating: 0, count: 6)
+    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
+    try Ptrace.setRegisters(tid, regs)
+    let result: user_regs_struct
+    do {
+      for _ in 0..<2 {  // syscall-enter stop, then syscall-exit stop
+        try proceed(.syscall, tid)
+        try waitForSyscallStop(tid)
+      }
+      result = try Ptrace.getRegisters(tid)
+    } catch {
+      try? Ptrace.setRegisters(tid, saved)
+      throw error
+    }
+    try putBack(tid, saved: saved, xsave: xsave)
+    return Int64(bitPattern: result.rax)
+  }
+
+  /// Writes a copy of the hijack stub into spare executable bytes; returns where, and
+  /// what was there before.
+  private func borrowSpareCode() throws(ProcessError) -> (address: UInt64, original: [UInt8])? {
+    guard let spot = try spareCodeBytes(count: HijackStub.bytes.count) else { return nil }
+    let original = try read(at: spot, count: HijackStub.bytes.count)
+    try write(HijackStub.bytes, at: spot)
+    return (spot, original)
+  }
+
+  /// Gives a borrowed thread stopped at a syscall-exit stop its own state back, and
+  /// parks it in an interrupt stop: there a resume restarts the system call it was
+  /// interrupted in, which a resume from a syscall-exit stop would not (it would return
+  /// -ERESTART* to the program). The extended state goes first: until the general
+  /// registers are back, a thread let go runs the stub, which restores both.
+  private func putBack(_ tid: Int32, saved: user_regs_struct, xsave: [UInt8]?) throws(ProcessError) {
+    if let xsave { try Ptrace.setExtendedState(tid, xsave) }
+    try Ptrace.setRegisters(tid, saved)
+    try continueAndInterrupt(tid)
+    try waitUntilHeld(tid)
+  }
+
+  /// Writes the stub's restore block for `saved` below `top` and returns its address.
+  private func writeRestoreBlock(
+    saved: user_regs_struct, xsave: [UInt8], below top: UInt64
+  ) throws(ProcessError) -> UInt64 {
+    let block = HijackStub.block(saved: saved, xsave: xsave, below: top)
+    try write(block.bytes, at: block.address)
+    try write(withUnsafeBytes(of: block.resume.littleEndian, Array.init), at: saved.rsp &- 136)
+    return block.address
   }
 
   private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
@@ -210,9 +421,12 @@ public final class StoppedTarget {
         throw .processExited(pid: pid)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try Ptrace.call(.syscall, tid)
+        try proceed(.syscall, tid)
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.syscall, tid)
       case .event:
-        try Ptrace.call(.syscall, tid)
+        try proceed(.syscall, tid)
       }
     }
   }
@@ -220,11 +434,14 @@ public final class StoppedTarget {
   /// Calls `function(args...)` in thread `tid` and returns its `rax`.
   ///
   /// `data` is copied onto the thread's stack below the red zone; `dataAddress` in the
-  /// body's result says where. The call returns to `trap`, an `int3` the caller owns.
+  /// body's result says where. The call returns into the `HijackStub` at `stub`, with
+  /// the thread's registers saved below the data: if swpatch dies at any instant, the
+  /// thread finishes the call, restores itself and carries on. Alive, swpatch drives it
+  /// with PTRACE_SYSCALL until the stub's marker system call, and restores it itself.
   /// If it does not come back within `timeout` the thread is interrupted and restored.
   public func call(
     _ function: UInt64, name: String, args: (UInt64) -> [UInt64], data: [UInt8] = [],
-    trap: UInt64, timeout: Duration, in tid: Int32? = nil
+    stub: UInt64, timeout: Duration, in tid: Int32? = nil
   ) throws(ProcessError) -> UInt64 {
     let tid = tid ?? pid
     let saved = try Ptrace.getRegisters(tid)
@@ -241,14 +458,15 @@ public final class StoppedTarget {
         regs.rip = saved.rip - 2
         regs.orig_rax = UInt64.max
       }
-      try? Ptrace.setRegisters(tid, regs)
       try? Ptrace.setExtendedState(tid, savedExtended)
+      try? Ptrace.setRegisters(tid, regs)
     }
-    var sp = (saved.rsp &- 128 &- UInt64(data.count)) & ~15  // skip the red zone
-    let dataAddress = sp
+    let dataAddress = (saved.rsp &- 136 &- UInt64(data.count)) & ~15
     if !data.isEmpty { try write(data, at: dataAddress) }
-    sp -= 8  // at entry rsp+8 must be 16-byte aligned, as after a `call`
-    try write(withUnsafeBytes(of: trap.littleEndian, Array.init), at: sp)
+    let block = try writeRestoreBlock(saved: saved, xsave: savedExtended, below: dataAddress)
+    // The block is 64-byte aligned, so at entry rsp + 8 is 16-byte aligned, as after a `call`.
+    let sp = block - 8
+    try write(withUnsafeBytes(of: (stub + HijackStub.callReturn).littleEndian, Array.init), at: sp)
     var regs = saved
     regs.rsp = sp
     regs.rip = function
@@ -257,19 +475,25 @@ public final class StoppedTarget {
     let a = args(dataAddress) + [UInt64](repeating: 0, count: 6)
     (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5])
     try Ptrace.setRegisters(tid, regs)
+    let result: UInt64
     do {
-      try Ptrace.call(.cont, tid)
-      let result = try waitForTrap(tid, trap: trap, name: name, timeout: timeout)
-      restore()
-      return result
+      try proceed(.syscall, tid)
+      result = try waitForReturn(tid, stub: stub, name: name, timeout: timeout)
+      try proceed(.syscall, tid)  // through the marker's exit stop
+      try waitForSyscallStop(tid)
     } catch {
       restore(interrupted: true)
       throw error
     }
+    try putBack(tid, saved: saved, xsave: savedExtended)
+    return result
   }
 
-  private func waitForTrap(
-    _ tid: Int32, trap: UInt64, name: String, timeout: Duration
+  /// Waits until the borrowed thread reaches the stub's marker system call and returns
+  /// the call's result (which the stub copied to rdi). Other system calls it makes meanwhile
+  /// are let through.
+  private func waitForReturn(
+    _ tid: Int32, stub: UInt64, name: String, timeout: Duration
   ) throws(ProcessError) -> UInt64 {
     let deadline = ContinuousClock.now + timeout
     var spins = 0
@@ -286,31 +510,35 @@ public final class StoppedTarget {
       switch event {
       case .gone:
         throw .processExited(pid: pid)
-      case .signal(let signal) where signal == SIGTRAP:
+      case .syscallStop:
         let regs = try Ptrace.getRegisters(tid)
-        if regs.rip == trap + 1 { return regs.rax }
-        throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
-      case .signal(let signal) where [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
+        if regs.rip == stub + HijackStub.callReturnMarker && regs.orig_rax == HijackStub.getpid {
+          return regs.rdi
+        }
+        try proceed(.syscall, tid)
+      case .signal(let signal) where [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
         let regs = try Ptrace.getRegisters(tid)
         throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try Ptrace.call(.cont, tid)
-      case .event, .syscallStop:
-        try Ptrace.call(.cont, tid)
+        try proceed(.syscall, tid)
+      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
+        try adoptNewThread(announcedBy: tid)
+        try proceed(.syscall, tid)
+      case .event:
+        try proceed(.syscall, tid)
       }
     }
   }
 
-  /// Stops a running borrowed thread again. Any stop will do (the thread is held once it
-  /// reports); a signal it reports instead is kept for resume.
+  /// Stops a running borrowed thread again.
   private func interruptAndWait(_ tid: Int32) throws(ProcessError) {
-    try Ptrace.call(.interrupt, tid)
-    switch try WaitEvent.next(tid) {
-    case .gone?: throw .processExited(pid: pid)
-    case .signal(let signal)?: pendingSignals[tid, default: []].append(signal)
-    case .event?, .syscallStop?, nil: break
+    do {
+      try Ptrace.call(.interrupt, tid)
+    } catch .ptrace(_, _, let errno) where errno == .noSuchProcess {
+      // It is exiting: the wait below reaps it.
     }
+    try waitUntilHeld(tid)
   }
 
   /// Any `syscall` instruction (0f 05) in an executable mapping; the vdso and libc

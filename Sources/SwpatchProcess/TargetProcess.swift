@@ -17,7 +17,7 @@ public struct TargetProcess: Sendable, Equatable {
   /// Reads /proc/PID/stat and /proc/PID/status; fails with a clear error when the pid
   /// does not exist or is a kernel thread.
   public static func inspect(_ pid: Int32) throws(ProcessError) -> TargetProcess {
-    guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    guard pid > 0, let stat = ProcFile.read("/proc/\(pid)/stat")
     else { throw .noSuchProcess(pid: pid) }
     // comm (field 2) may contain spaces and parentheses: split after the last ')'.
     guard let close = stat.lastIndex(of: ")") else { throw .noSuchProcess(pid: pid) }
@@ -28,7 +28,7 @@ public struct TargetProcess: Sendable, Equatable {
     let zombie = rest[0] == "Z" || rest[0] == "X"
     let pfKthread: UInt64 = 0x0020_0000
     let kernel = flags & pfKthread != 0
-    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    let status = ProcFile.read("/proc/\(pid)/status") ?? ""
     var tracer: Int32 = 0
     var uids: [UInt32] = []
     for line in status.split(separator: "\n") {
@@ -75,6 +75,22 @@ public struct TargetProcess: Sendable, Equatable {
     return names.compactMap { Int32($0) }.sorted()
   }
 
+  /// True when thread `tid` of `pid` is traced by a thread of this process.
+  /// (TracerPid in /proc/PID/task/TID/status names the tracing thread, not its process.)
+  public static func isTracedByUs(_ tid: Int32, in pid: Int32) -> Bool {
+    let status = ProcFile.read("/proc/\(pid)/task/\(tid)/status") ?? ""
+    for line in status.split(separator: "\n") where line.hasPrefix("TracerPid:") {
+      let tracer = Int32(line.dropFirst(10).trimmingCharacters(in: .whitespaces)) ?? 0
+      return tracer != 0 && isOurThread(tracer)
+    }
+    return false
+  }
+
+  /// True when `tid` is a thread of this process.
+  public static func isOurThread(_ tid: Int32) -> Bool {
+    access("/proc/self/task/\(tid)", F_OK) == 0
+  }
+
   /// True while a process with this pid and start time exists and has not exited.
   public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
     guard let current = try? inspect(pid) else { return false }
@@ -99,7 +115,7 @@ extension TargetProcess {
   /// gids from /proc/PID/status, and the owner of /proc/PID itself (root when the
   /// process is not dumpable, e.g. after a set-uid exec).
   public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwner: UInt32)? {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+    guard let status = ProcFile.read("/proc/\(pid)/status") else {
       return nil
     }
     func ids(_ key: String) -> [UInt32] {

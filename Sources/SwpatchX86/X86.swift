@@ -68,12 +68,17 @@ public enum TrampolineSlot {
   public static func cell(target: UInt64) -> [UInt8] { X86.littleEndian(target) }
 }
 
-/// The layout of a trampoline page: a header holding the `int3` that remote calls return
-/// to, then slots.
+/// The layout of a trampoline page: a header (an `int3`, then the code remote calls
+/// return to, at most 63 bytes), then slots.
 public enum TrampolinePageLayout {
   public static let size: UInt64 = 4096
-  /// Offset of the `int3` a remote call returns to.
+  /// Offset of an `int3` guard.
   public static let trapOffset: UInt64 = 0
+  /// Offset of the hijack stub (process control's `HijackStub`) that remote calls
+  /// return to and remote system calls run from.
+  public static let stubOffset: UInt64 = 1
+  /// Room for the stub, up to the first slot.
+  public static let stubRoom: UInt64 = 63
   /// Offset of the first slot.
   public static let firstSlotOffset: UInt64 = 64
   public static var slotCount: Int { Int((size - firstSlotOffset) / TrampolineSlot.size) }

@@ -315,4 +315,56 @@ func errorCode(of response: String) -> String? {
     #expect(attach.wait(timeout: 60) { _ in true }?.1 == "0")
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
   }
+
+  @Test func aNewDaemonPutsBackTheWritesOfAnOperationItsPredecessorDidNotFinish() throws {
+    let ws = Workspace()
+    let target = try Fixture("loop", ["20"])
+    #expect(target.waitForValue("compute", "42"))
+    let compute = try address(of: "compute", in: target, workspace: ws)
+    let patch = ws.patchFile("fix", library: "libfix.so", functions: [("compute", "compute_v2")])
+    #expect(ws.swpatch("attach", "\(target.pid)", patch).status == 0)
+    let entry = (ws.swpatch("status", "--json").json?["targets"] as? [[String: Any]])?.first
+    let startTime = try #require(entry?["start_time"] as? Int)
+    let jump = target.memory(at: compute, count: 5)
+    ws.stopDaemon()
+    // As a daemon killed inside a `disable` leaves it: the entry's original bytes are
+    // back in memory, the registry (generation 1) still says enabled, and the journal
+    // holds what the entry held before that write.
+    let mem = open("/proc/\(target.pid)/mem", O_RDWR)
+    let hookBytes = try originalBytes(ws)
+    #expect(pwrite(mem, hookBytes, 5, off_t(compute)) == 5)
+    close(mem)
+    #expect(target.waitForValue("compute", "42", from: target.output.count))
+    try FileManager.default.createDirectory(
+      atPath: ws.stateDir + "/journal", withIntermediateDirectories: true)
+    let journal =
+      [
+        #"{"pid":\#(target.pid),"startTime":\#(startTime),"generation":1}"#,
+        #"{"address":\#(compute),"bytes":[\#(jump.map(String.init).joined(separator: ","))]}"#,
+      ].joined(separator: "\n") + "\n"
+    _ = ws.write("state/journal/\(target.pid)-\(startTime).log", journal)
+    // The next daemon puts the jump back: memory agrees with the registry again.
+    let status = ws.swpatch("status", "--json")
+    let hooks = (status.json?["targets"] as? [[String: Any]])?.first?["hooks"] as? [[String: Any]]
+    #expect(hooks?.count == 1 && hooks?.first?["drift"] == nil, "\(status.output)")
+    #expect(target.memory(at: compute, count: 5) == jump)
+    #expect(target.waitForValue("compute", "63", from: target.output.count))
+    #expect(!FileManager.default.fileExists(atPath: ws.stateDir + "/journal/\(target.pid)-\(startTime).log"))
+    #expect(ws.swpatch("log", "--json").output.contains(#""operation":"recover""#))
+  }
+}
+
+/// The bytes the registry recorded as the first hook's original entry bytes.
+private func originalBytes(_ ws: Workspace) throws -> [UInt8] {
+  let data = try Data(contentsOf: URL(fileURLWithPath: ws.stateDir + "/registry.json"))
+  let text = String(decoding: data, as: UTF8.self)
+  let json = try #require((try? JSONSerialization.jsonObject(with: data)) as? [String: Any], "\(text)")
+  let targets = try #require(json["targets"] as? [[String: Any]], "\(text)")
+  let hooks = try #require(targets.first?["hooks"] as? [[String: Any]], "\(text)")
+  let install = try #require(hooks.first?["install"] as? [String: Any], "\(text)")
+  let hex = try #require(install["original_bytes"] as? String, "\(install)")
+  return stride(from: 0, to: hex.count, by: 2).compactMap { i in
+    let start = hex.index(hex.startIndex, offsetBy: i)
+    return UInt8(hex[start..<hex.index(start, offsetBy: 2)], radix: 16)
+  }
 }

@@ -276,11 +276,11 @@ func address(of name: String, in fixture: Fixture, workspace: Workspace) throws 
 /// untouched: the 32 bytes at `address` and its mappings unchanged, and still running.
 func expectRefusedAttach(
   _ target: Fixture, _ ws: Workspace, _ path: String, code: String? = nil, mentions: [String],
-  watch address: UInt64, sourceLocation: SourceLocation = #_sourceLocation
+  watch address: UInt64, options: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
   let before = target.memory(at: address, count: 32)
   let mapsBefore = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
-  let text = ws.swpatch("attach", "\(target.pid)", path)
+  let text = ws.run(["attach", "\(target.pid)", path] + options)
   #expect(text.status == 1, "\(text.output)", sourceLocation: sourceLocation)
   let message = text.output.trimmingCharacters(in: .whitespacesAndNewlines)
   #expect(message.hasPrefix("error: "), sourceLocation: sourceLocation)
@@ -289,7 +289,7 @@ func expectRefusedAttach(
     #expect(message.contains(word), "\(message) lacks \(word)", sourceLocation: sourceLocation)
   }
   if let code {
-    let json = ws.swpatch("attach", "\(target.pid)", path, "--json")
+    let json = ws.run(["attach", "\(target.pid)", path, "--json"] + options)
     #expect(json.status == 1, sourceLocation: sourceLocation)
     let error = json.json?["error"] as? [String: Any]
     #expect(error?["code"] as? String == code, "\(json.output)", sourceLocation: sourceLocation)
