@@ -70,6 +70,13 @@ struct PeerBench {
       Self.rateSection, "unpatched / replacement called directly", .ratio, ours.flatMap(\.unpatchedOverDirect)
     )
     report.add(Self.rateSection, "replacement called directly", .callsPerSecond, ours.flatMap(\.directRate))
+    // What every swpatch command pays before the daemon does anything: the client's
+    // start-up and one round trip (`status` does no ptrace work).
+    let roundTrips = (0..<reps).map { _ in env.swpatch(["status"]) }
+    report.add(
+      Self.section, "swpatch status: wall (client start-up + one daemon round trip)", .ms,
+      roundTrips.filter(\.succeeded).map { $0.wall.seconds * 1000 },
+      note: roundTrips.first { !$0.succeeded }.map { "failed: \($0.failure)" })
     for peer in [Tool.gdb, .frida] {
       let theirs = runs[peer] ?? [:]
       let ratios = (0..<reps).compactMap { rep in
