@@ -16,17 +16,6 @@ import Testing
     }
   }
 
-  /// The stack of foo as `status --json` shows it, top first.
-  func fooStack(_ ws: Workspace, _ target: Fixture) throws -> [String] {
-    let json = try #require(ws.swpatch("status", "\(target.pid)", "--json").json)
-    let targets = try #require(json["targets"] as? [[String: Any]])
-    guard let hooks = targets.first?["hooks"] as? [[String: Any]],
-      let foo = hooks.first(where: { $0["function"] as? String == "foo" }),
-      let stack = foo["stack"] as? [[String: Any]]
-    else { return ["(original)"] }
-    return stack.map { ($0["patch"] as? String) ?? (($0["original"] as? Bool) == true ? "(original)" : "?") }
-  }
-
   @Test func anyPolicyFallsBackToWhateverIsOnTop() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
@@ -241,4 +230,15 @@ import Testing
       #expect(target.isAlive)
     }
   }
+}
+
+/// The stack of foo as `status --json` shows it, top first.
+func fooStack(_ ws: Workspace, _ target: Fixture) throws -> [String] {
+  let json = try #require(ws.swpatch("status", "\(target.pid)", "--json").json)
+  let targets = try #require(json["targets"] as? [[String: Any]])
+  guard let hooks = targets.first?["hooks"] as? [[String: Any]],
+    let foo = hooks.first(where: { $0["function"] as? String == "foo" }),
+    let stack = foo["stack"] as? [[String: Any]]
+  else { return ["(original)"] }
+  return stack.map { ($0["patch"] as? String) ?? (($0["original"] as? Bool) == true ? "(original)" : "?") }
 }
