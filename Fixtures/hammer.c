@@ -1,4 +1,4 @@
-// Worker threads call foo() in a tight loop and check every result against the values
+// Eight worker threads call foo() in a tight loop and check every result against the values
 // a version of foo may legitimately return (100 original, 101..103 patches p1..p3).
 // Every interval main prints the totals: a torn jump or a bad switch shows as invalid>0
 // or as a crash.
@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #define PATCHABLE __attribute__((noipa))
-#define WORKERS 4
+#define WORKERS 8
 
 static volatile sig_atomic_t stopping;
 static void on_term(int sig) { (void)sig; stopping = 1; }

@@ -109,15 +109,17 @@ public struct DaemonClient: Sendable {
       throw ErrorBody(code: "no_daemon", message: "cannot start the daemon: \(error)")
     }
     let deadline = Date().addingTimeInterval(startTimeout)
+    var exited = false
     while Date() < deadline {
       if case .success(let fd) = connect() { return fd }
+      // Ours may exit at once because another client's daemon won the race to start
+      // (it holds the locks): keep trying to connect to that one until the deadline.
       var status: Int32 = 0
-      if waitpid(child, &status, WNOHANG) == child {
-        // It exited: another daemon may have won a race to start; else say why.
-        if case .success(let fd) = connect() { return fd }
-        throw ErrorBody(code: "no_daemon", message: "the daemon did not start: \(lastLine(of: log))")
-      }
+      if !exited && waitpid(child, &status, WNOHANG) == child { exited = true }
       usleep(20_000)
+    }
+    if exited {
+      throw ErrorBody(code: "no_daemon", message: "the daemon did not start: \(lastLine(of: log))")
     }
     throw ErrorBody(
       code: "no_daemon",

@@ -155,7 +155,7 @@ public final class DaemonService: @unchecked Sendable {
       let report = try perform(request, caller: caller, record: &record)
       record.stoppedUs = report.stoppedMicroseconds
       record.retries = report.retries
-      if !report.dryRun { record.result = "ok" } else { record.result = "dry_run" }
+      record.result = report.dryRun ? "dry_run" : "ok"
       audit.append(record)
       afterChange(pid: pid)
       return WireCoding.line(Response.success(report))
