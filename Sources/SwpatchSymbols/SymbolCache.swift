@@ -45,6 +45,16 @@ public final class SymbolCache: @unchecked Sendable {
     return opened
   }
 
+  /// Forgets every parse, so the next look-up reads the files again (the benchmark's
+  /// cold look-ups).
+  public func removeAll() {
+    lock.lock()
+    defer { lock.unlock() }
+    files = [:]
+    dwarf = [:]
+    recent = []
+  }
+
   /// How many parsed files the cache holds (for tests of eviction).
   public var count: Int {
     lock.lock()

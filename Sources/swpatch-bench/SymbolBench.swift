@@ -2,8 +2,8 @@ import Foundation
 import SwpatchSymbols
 
 /// Resolving 1 and 1,000 function names of libLLVM-15 loaded into a running fixture:
-/// swpatch in-process (cold: a new ProcessImage opens and indexes every object of the
-/// target; warm: the same names again on the kept image), the `swpatch symbols` command,
+/// swpatch in-process (cold: an empty SymbolCache and a new ProcessImage, which opens and
+/// indexes every object of the target; warm: the same names again on the kept image), the `swpatch symbols` command,
 /// `nm -D` plus a lookup of its output, and gdb's `info address`.
 struct SymbolBench {
   let env: BenchEnvironment
@@ -55,6 +55,9 @@ struct SymbolBench {
     var failure: String?
     for _ in 0..<reps {
       do {
+        // Cold means cold: ProcessImage parses through the process-wide SymbolCache,
+        // which would otherwise still hold libLLVM-15 from the previous repetition.
+        SymbolCache.shared.removeAll()
         let start = ContinuousClock.now
         let image = try ProcessImage(pid: pid)
         for name in names { _ = try image.resolve(name) }
