@@ -40,18 +40,20 @@ public enum DaemonServer {
     try writePidFile(config.pidFile)
     logger.info(
       "swpatchd serving", metadata: ["socket": "\(config.socketPath)", "state": "\(config.stateDirectory)"])
-    let signals = handleTermination { signal in
-      logger.info("swpatchd stopping", metadata: ["signal": "\(signal)"])
+    let stop: @Sendable (String) -> Void = { reason in
+      logger.info("swpatchd stopping", metadata: ["reason": "\(reason)"])
       try? channel.close().wait()
       service.shutdown()
       unlink(config.socketPath)
       unlink(config.pidFile)
       exit(0)
     }
-    // The signal sources and lock descriptors must live as long as the server: an
-    // optimised build would otherwise release them early, and SIGTERM (set to SIG_IGN
-    // for the source) would then be ignored.
-    try withExtendedLifetime((signals, locks)) { try channel.closeFuture.wait() }
+    let signals = handleTermination { stop("signal \($0)") }
+    let watch = watchSocket(config.socketPath) { stop("its socket \(config.socketPath) was removed") }
+    // The signal sources, the socket watch and the lock descriptors must live as long as
+    // the server: an optimised build would otherwise release them early, and SIGTERM
+    // (set to SIG_IGN for the source) would then be ignored.
+    try withExtendedLifetime((signals, watch, locks)) { try channel.closeFuture.wait() }
     // The listening socket closed by itself: serve no more, but still finish cleanly.
     service.shutdown()
     unlink(config.pidFile)
@@ -141,6 +143,18 @@ public enum DaemonServer {
   }
 
   // MARK: Signals
+
+  /// Runs `body` once the socket file is gone (its directory removed, or deleted by
+  /// hand): no client can reach this daemon any more, so it stops instead of lingering.
+  private static func watchSocket(_ path: String, _ body: @escaping @Sendable () -> Void)
+    -> any DispatchSourceTimer
+  {
+    let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "swpatchd.socket-watch"))
+    timer.schedule(deadline: .now() + 1, repeating: 1)
+    timer.setEventHandler { if access(path, F_OK) != 0 { body() } }
+    timer.resume()
+    return timer
+  }
 
   /// Runs `body` on a dispatch queue when SIGTERM or SIGINT arrives.
   private static func handleTermination(_ body: @escaping @Sendable (Int32) -> Void)

@@ -74,6 +74,16 @@ func errorCode(of response: String) -> String? {
     #expect(target.waitForValue("compute", "63", from: target.output.count))
   }
 
+  @Test func aDaemonWhoseSocketIsRemovedStops() throws {
+    let ws = Workspace()
+    #expect(ws.swpatch("status").status == 0)
+    let daemon = try #require(ws.daemonPID)
+    unlink(ws.socket)  // nobody can reach it any more
+    for _ in 0..<500 where processExists(daemon) { usleep(10_000) }
+    #expect(!processExists(daemon), "the unreachable daemon is still running")
+    #expect(!FileManager.default.fileExists(atPath: ws.stateDir + "/swpatchd.pid"))
+  }
+
   @Test func statusAndDisableWorkAfterTheDaemonIsKilled() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
