@@ -320,19 +320,20 @@ public final class Engine: @unchecked Sendable {
   public func drift(of state: TargetState) -> [UInt64: String] {
     guard let process = try? TargetProcess.inspect(state.id.pid) else { return [:] }
     var found: [UInt64: String] = [:]
+    func shown(_ bytes: [UInt8]) -> String { bytes.isEmpty ? "unreadable memory" : hexBytes(bytes) }
     for hook in state.sortedHooks {
       let install = hook.install
       let entry = process.peek(at: install.entryAddr, count: install.jumpBytes.count)
       if entry != install.jumpBytes {
         found[hook.site.oldAddr] =
-          "entry \(hexAddress(install.entryAddr)) holds \(hexBytes(entry)), not swpatch's jump \(hexBytes(install.jumpBytes))"
+          "entry \(hexAddress(install.entryAddr)) holds \(shown(entry)), not swpatch's jump \(shown(install.jumpBytes))"
         continue
       }
       let expected = hook.active.map { TrampolineSlot.cell(target: $0.address) }
       let cell = process.peek(at: install.cellAddr, count: 8)
       if let expected, cell != expected {
         found[hook.site.oldAddr] =
-          "slot cell \(hexAddress(install.cellAddr)) holds \(hexBytes(cell)), not the address of \(hook.active!.replacement) (\(hexAddress(hook.active!.address)))"
+          "slot cell \(hexAddress(install.cellAddr)) holds \(shown(cell)), not the address of \(hook.active!.replacement) (\(hexAddress(hook.active!.address)))"
       }
     }
     return found
@@ -437,8 +438,4 @@ public final class Engine: @unchecked Sendable {
       }, plan: plan.steps, alsoDisabled: plan.alsoDisabled,
       stoppedMicroseconds: stopped.microseconds, notes: notes)
   }
-}
-
-private func hexBytes(_ bytes: [UInt8]) -> String {
-  bytes.isEmpty ? "unreadable memory" : bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
 }

@@ -29,16 +29,8 @@ public struct TargetProcess: Sendable, Equatable {
     let pfKthread: UInt64 = 0x0020_0000
     let kernel = flags & pfKthread != 0
     let status = ProcFile.read("/proc/\(pid)/status") ?? ""
-    var tracer: Int32 = 0
-    var uids: [UInt32] = []
-    for line in status.split(separator: "\n") {
-      if line.hasPrefix("TracerPid:") {
-        tracer = Int32(line.dropFirst(10).trimmingCharacters(in: .whitespaces)) ?? 0
-      } else if line.hasPrefix("Uid:") {
-        uids = line.dropFirst(4).split(whereSeparator: { $0 == "\t" || $0 == " " })
-          .compactMap { UInt32($0) }
-      }
-    }
+    let tracer = Int32(statusField("TracerPid:", in: status).first ?? 0)
+    let uids = statusField("Uid:", in: status)
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
     return TargetProcess(
       pid: pid, startTime: start, executable: exe, tracerPid: tracer, uids: uids,
@@ -79,11 +71,8 @@ public struct TargetProcess: Sendable, Equatable {
   /// (TracerPid in /proc/PID/task/TID/status names the tracing thread, not its process.)
   public static func isTracedByUs(_ tid: Int32, in pid: Int32) -> Bool {
     let status = ProcFile.read("/proc/\(pid)/task/\(tid)/status") ?? ""
-    for line in status.split(separator: "\n") where line.hasPrefix("TracerPid:") {
-      let tracer = Int32(line.dropFirst(10).trimmingCharacters(in: .whitespaces)) ?? 0
-      return tracer != 0 && isOurThread(tracer)
-    }
-    return false
+    let tracer = Int32(statusField("TracerPid:", in: status).first ?? 0)
+    return tracer != 0 && isOurThread(tracer)
   }
 
   /// True when `tid` is a thread of this process.
@@ -115,16 +104,16 @@ extension TargetProcess {
   /// gids from /proc/PID/status, and the owner of /proc/PID itself (root when the
   /// process is not dumpable, e.g. after a set-uid exec).
   public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwner: UInt32)? {
-    guard let status = ProcFile.read("/proc/\(pid)/status") else {
-      return nil
-    }
-    func ids(_ key: String) -> [UInt32] {
-      guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return [] }
-      return line.dropFirst(key.count).split(whereSeparator: { $0 == "\t" || $0 == " " })
-        .compactMap { UInt32($0) }
-    }
+    guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
     var info = stat()
     guard stat("/proc/\(pid)", &info) == 0 else { return nil }
-    return (ids("Uid:"), ids("Gid:"), UInt32(info.st_uid))
+    return (statusField("Uid:", in: status), statusField("Gid:", in: status), UInt32(info.st_uid))
+  }
+
+  /// The numbers of one line of /proc/PID/status (`Uid:`, `Gid:`, `TracerPid:`).
+  static func statusField(_ key: String, in status: String) -> [UInt32] {
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return [] }
+    return line.dropFirst(key.count).split(whereSeparator: { $0 == "\t" || $0 == " " })
+      .compactMap { UInt32($0) }
   }
 }

@@ -9,7 +9,8 @@ public func parseHexAddress(_ text: String) -> UInt64? {
   return digits.isEmpty ? nil : UInt64(digits, radix: 16)
 }
 
-func hexBytes(_ bytes: [UInt8]) -> String {
+/// Bytes as lowercase hex with no separators (`f30f1efa`), as the registry stores them.
+public func hexBytes(_ bytes: [UInt8]) -> String {
   bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
