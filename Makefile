@@ -87,6 +87,9 @@ $(FIXOUT)/split-link: $(FIXOUT)/split-full
 # system call, and a SIGUSR1 counter.
 $(FIXOUT)/churn: $(FIX)/churn.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# A target that forks on SIGUSR1, and one that runs another program on SIGUSR1.
+$(FIXOUT)/forker $(FIXOUT)/execer: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # A thread holding a lock a library constructor needs (-rdynamic: the library finds it).
@@ -101,6 +104,9 @@ $(FIXOUT)/libfix.o: $(FIX)/libfix.c | $(FIXOUT)
 # Patch libraries: each replacement returns a value that names its version.
 $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -o $@ $<
+# Two libraries with one build id (the symbol cache must key by content).
+$(FIXOUT)/libsameid-%.so: $(FIX)/libsameid-%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -Wl,--build-id=0x5a5a5a5a5a5a5a5a -o $@ $<
 
 $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
@@ -109,6 +115,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
+  $(FIXOUT)/forker $(FIXOUT)/execer \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

@@ -57,6 +57,8 @@ public struct OperationOptions: Codable, Sendable, Equatable {
   public var consistency: Consistency
   /// Bound, in seconds, on waiting (with retries) for threads to leave under `stack`.
   public var retryFor: Double
+  /// Load a library that runs code when loaded (constructors); refused otherwise.
+  public var allowConstructors: Bool = false
 
   public init(
     dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false,
@@ -75,6 +77,7 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     case loadTimeout = "load_timeout"
     case force
     case retryFor = "retry_for"
+    case allowConstructors = "allow_constructors"
   }
 
   public init(from decoder: any Decoder) throws {
@@ -84,6 +87,7 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
     consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
     retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
+    allowConstructors = try c.decodeIfPresent(Bool.self, forKey: .allowConstructors) ?? false
   }
 
   var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
@@ -129,14 +133,19 @@ public final class Engine: @unchecked Sendable {
     // Everything from here on reads the admitted copy, never the operator's path again.
     let stored = try libraries.admit(file.library)
     let library = try openLibrary(stored.path, shownAs: file.library)
+    let loadTimeCode = library.loadTimeCode
+    if !loadTimeCode.isEmpty && !options.allowConstructors {
+      throw PatchError.libraryHasConstructors(path: file.library, functions: loadTimeCode)
+    }
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
     return try store.locked { session in
       let image = try ProcessImage(pid: pid)
       try checkBuildIDs(file.buildIDs, image: image)
       let id = TargetID(pid: pid, startTime: process.startTime)
+      let execID = TargetProcess.execID(of: pid).map(hexBytes)
       let state =
-        session.registry.target(id)
-        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack)
+        session.registry.target(id) ?? inheritedState(id, registry: session.registry, execID: execID)
+        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack, execID: execID)
       let checks = FunctionChecks(image: image, process: process, library: library, force: options.force)
       var sizes: [UInt64: UInt64] = [:]
       var sites: [FunctionSite] = []
@@ -162,6 +171,8 @@ public final class Engine: @unchecked Sendable {
         notes += checks.inlineNotes(old: old)
         sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
       }
+      let objectBytes = try checkedObjectBytes(
+        sites.filter { state.hook(at: $0.oldAddr) == nil }, process: process)
       func patch(bias: UInt64) -> Patch {
         Patch(
           id: file.id, library: file.library,
@@ -194,7 +205,7 @@ public final class Engine: @unchecked Sendable {
           throw StackBlocked(blocker: blocker)
         }
         let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
-        let installs = try transaction.execute(plan, sizes: sizes)
+        let installs = try transaction.execute(plan, sizes: sizes, objectBytes: objectBytes)
         let libraries =
           loaded.loadedNow
           ? [LoadedLibrary(path: file.library, handle: loaded.handle, sha256: stored.sha256)] : []
@@ -238,7 +249,11 @@ public final class Engine: @unchecked Sendable {
     let process = try TargetProcess.inspect(pid)
     return try store.locked { session in
       let id = TargetID(pid: pid, startTime: process.startTime)
-      guard let state = session.registry.target(id) else { throw PatchError.notPatched(pid: pid) }
+      let execID = TargetProcess.execID(of: pid).map(hexBytes)
+      guard
+        let state = session.registry.target(id)
+          ?? inheritedState(id, registry: session.registry, execID: execID)
+      else { throw PatchError.notPatched(pid: pid) }
       let plan = try planning(state)
       let patch = state.patch(plan.operation.patchID)!
       if dryRun {
@@ -254,6 +269,10 @@ public final class Engine: @unchecked Sendable {
       }
       try process.checkPatchable()
       let sizes = try functionSizes(plan, pid: pid)
+      let objectBytes = try checkedObjectBytes(plan.effects.compactMap(\.installedSite), process: process)
+        .merging(
+          TargetProcess.objectBytes(pid: pid, at: plan.effects.compactMap(\.removedAddress), count: 32)
+        ) { new, _ in new }
       let check =
         options.consistency == .stack
         ? try StackCheck(plan: plan, state: state, image: ProcessImage(pid: pid)) : nil
@@ -261,7 +280,7 @@ public final class Engine: @unchecked Sendable {
         pid: pid, state: state, session: session, options: options, check: check
       ) {
         transaction in
-        let installs = try transaction.execute(plan, sizes: sizes)
+        let installs = try transaction.execute(plan, sizes: sizes, objectBytes: objectBytes)
         return (plan, try state.committing(plan, installs: installs))
       }
       return report(
@@ -318,7 +337,12 @@ public final class Engine: @unchecked Sendable {
   /// old_addr, with what was found. Read without stopping the target: each hook's entry
   /// must hold swpatch's jump and its slot cell the address of the top replacement.
   public func drift(of state: TargetState) -> [UInt64: String] {
-    guard let process = try? TargetProcess.inspect(state.id.pid) else { return [:] }
+    drift(of: state, in: state.id.pid)
+  }
+
+  /// The hooks of `state` that the memory of `pid` does not hold as recorded.
+  private func drift(of state: TargetState, in pid: Int32) -> [UInt64: String] {
+    guard let process = try? TargetProcess.inspect(pid) else { return [:] }
     var found: [UInt64: String] = [:]
     func shown(_ bytes: [UInt8]) -> String { bytes.isEmpty ? "unreadable memory" : hexBytes(bytes) }
     for hook in state.sortedHooks {
@@ -339,6 +363,61 @@ public final class Engine: @unchecked Sendable {
     return found
   }
 
+  // MARK: Inherited hooks
+
+  /// For a process the registry does not know: the registry entry of the patched
+  /// process it was forked from, adopted as its own, when its memory holds every one of
+  /// that entry's hooks exactly (entry jumps, slot cells, trampoline pages). Only a copy
+  /// of the parent's memory does. The parent (`PPid`) is tried first.
+  private func inheritedState(_ id: TargetID, registry: RegistryState, execID: String?) -> TargetState? {
+    let parent = TargetProcess.parentPid(of: id.pid)
+    let candidates = registry.targets.filter { $0.id.pid != id.pid && !$0.hooks.isEmpty }
+      .sorted { ($0.id.pid == parent ? 0 : 1) < ($1.id.pid == parent ? 0 : 1) }
+    for candidate in candidates where holdsHooks(of: candidate, pid: id.pid) {
+      return candidate.adopted(by: id, execID: execID)
+    }
+    return nil
+  }
+
+  /// Whether `pid`'s memory holds every hook and trampoline page of `state`.
+  private func holdsHooks(of state: TargetState, pid: Int32) -> Bool {
+    guard let process = try? TargetProcess.inspect(pid) else { return false }
+    let pagesOurs = state.pages.allSatisfy { page in
+      Transaction.isOurHeader(process.peek(at: page.base, count: Int(TrampolinePageLayout.firstSlotOffset)))
+    }
+    return pagesOurs && drift(of: state, in: pid).isEmpty
+  }
+
+  /// The object file's bytes at each of `sites` (32 bytes from its first), after checking
+  /// that the bytes a hook would overwrite still hold them: a refusal before anything is
+  /// stopped (the stop checks again, exactly, before the write).
+  private func checkedObjectBytes(_ sites: [FunctionSite], process: TargetProcess) throws -> [UInt64: [UInt8]]
+  {
+    let found = TargetProcess.objectBytes(pid: process.pid, at: sites.map(\.oldAddr), count: 32)
+    for site in sites {
+      guard let file = found[site.oldAddr], file.count >= 4 else { continue }
+      let entry = X86.jumpSite(functionAt: site.oldAddr, code: file)
+      let covered = Int(entry - site.oldAddr) + X86.nearJumpLength
+      let now = process.peek(at: site.oldAddr, count: min(covered, file.count))
+      guard !now.isEmpty, now != Array(file.prefix(now.count)) else { continue }
+      let at = Int(entry - site.oldAddr)
+      throw PatchError.entryModified(
+        function: site.name, address: entry, found: Array(now[at...]), file: Array(file[at..<now.count]),
+        inherited: inheritedJump(Array(now[at...]), at: entry, process: process))
+    }
+    return found
+  }
+
+  /// Whether `bytes` at `entry` are a `jmp rel32` into a page with swpatch's header.
+  private func inheritedJump(_ bytes: [UInt8], at entry: UInt64, process: TargetProcess) -> Bool {
+    guard bytes.count >= 5, bytes[0] == 0xe9 else { return false }
+    let rel = Int32(
+      bitPattern: UInt32(bytes[1]) | UInt32(bytes[2]) << 8 | UInt32(bytes[3]) << 16 | UInt32(bytes[4]) << 24)
+    let destination = UInt64(bitPattern: Int64(bitPattern: entry + 5) + Int64(rel))
+    let page = destination & ~(TrampolinePageLayout.size - 1)
+    return Transaction.isOurHeader(process.peek(at: page, count: Int(TrampolinePageLayout.firstSlotOffset)))
+  }
+
   // MARK: The stop
 
   /// Stops every thread of the target, runs `body` in a transaction, persists the new
@@ -354,6 +433,7 @@ public final class Engine: @unchecked Sendable {
       let target = try StoppedTarget.stop(pid: pid)
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
+        try transaction.checkPages()
         transaction.journal = try UndoJournal(
           directory: self.store.directory, target: state.id, generation: state.generation)
         if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }

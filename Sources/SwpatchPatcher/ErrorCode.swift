@@ -46,6 +46,9 @@ public func errorCode(_ error: any Error) -> String {
     case .branchIntoEntry: return "branch_into_entry"
     case .stackCheckTimedOut: return "stack_check_timeout"
     case .unknownFunctionSize: return "unknown_function_size"
+    case .entryModified: return "entry_modified"
+    case .pageNotOurs: return "page_not_ours"
+    case .libraryHasConstructors: return "library_has_constructors"
     }
   default: return "error"
   }

@@ -1,3 +1,5 @@
+import SwpatchRegistry
+
 /// Why the patcher refused or abandoned an operation. The target is unchanged whenever
 /// one of these is thrown.
 public enum PatchError: Error, CustomStringConvertible, Sendable {
@@ -25,6 +27,15 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case stackCheckTimedOut(blocker: String, retriedFor: Double, retries: Int)
   /// A version to check has no symbol size, so its code cannot be told from the rest.
   case unknownFunctionSize(function: String, address: UInt64)
+  /// The bytes a hook would overwrite are not the object file's: another tool (a
+  /// debugger, Frida) wrote there, and swpatch would otherwise record its bytes as the
+  /// function's original ones.
+  case entryModified(function: String, address: UInt64, found: [UInt8], file: [UInt8], inherited: Bool)
+  /// A trampoline page the registry records no longer carries swpatch's header: the
+  /// memory there is not ours (the process ran `execve`, or unmapped it).
+  case pageNotOurs(address: UInt64)
+  /// The library runs code when it is loaded, and `--allow-constructors` was not given.
+  case libraryHasConstructors(path: String, functions: [String])
 
   public var description: String {
     switch self {
@@ -74,6 +85,19 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .unknownFunctionSize(let function, let address):
       return
         "cannot check stacks for '\(function)' at 0x\(String(address, radix: 16)): its symbol has no size; nothing was changed; use --consistency entry"
+    case .entryModified(let function, let address, let found, let file, let inherited):
+      let why =
+        inherited
+        ? "it holds a swpatch jump inherited from a patched parent whose hooks no longer match this process"
+        : "another tool (a debugger, Frida) may have written there"
+      return
+        "the entry of '\(function)' at 0x\(String(address, radix: 16)) holds \(hexBytes(found)), not the object file's \(hexBytes(file)); \(why); nothing was changed"
+    case .pageNotOurs(let address):
+      return
+        "the trampoline page at 0x\(String(address, radix: 16)) no longer holds swpatch's header (did the process run execve?); nothing was written; run `swpatch status`"
+    case .libraryHasConstructors(let path, let functions):
+      return
+        "library \(path) runs code when loaded (\(functions.joined(separator: ", "))); a constructor that aborts, exits or blocks would take the target down with it; move that code out of constructors, or pass --allow-constructors"
     }
   }
 }

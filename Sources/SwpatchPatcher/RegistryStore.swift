@@ -22,7 +22,8 @@ public final class RegistryStore: @unchecked Sendable {
   /// A locked view of the registry; `save` persists a target's new state.
   public final class Session {
     public private(set) var registry: RegistryState
-    /// Targets dropped on load because their process exited (pid + start time gone).
+    /// Targets dropped on load because their process exited (pid + start time gone) or
+    /// ran `execve` (another program image).
     public let dropped: [TargetID]
     fileprivate let store: RegistryStore
 
@@ -55,8 +56,7 @@ public final class RegistryStore: @unchecked Sendable {
     }
     var registry = try read()
     var dropped: [TargetID] = []
-    for target in registry.targets
-    where !TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) {
+    for target in registry.targets where !Self.isCurrent(target) {
       _ = registry.remove(target.id)
       dropped.append(target.id)
     }
@@ -69,11 +69,22 @@ public final class RegistryStore: @unchecked Sendable {
   /// readers that must not wait behind a running operation.
   public func snapshot() throws(StoreError) -> RegistryState {
     var registry = try read()
-    for target in registry.targets
-    where !TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) {
+    for target in registry.targets where !Self.isCurrent(target) {
       _ = registry.remove(target.id)
     }
     return registry
+  }
+
+  /// Whether `target`'s entries still describe a live process: the same pid and start
+  /// time, and the same program image. `execve` keeps both pid and start time but
+  /// replaces every mapping, so an entry whose recorded image differs from the
+  /// process's is as dead as one whose process exited.
+  public static func isCurrent(_ target: TargetState) -> Bool {
+    guard TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) else { return false }
+    guard let recorded = target.execID, let now = TargetProcess.execID(of: target.id.pid) else {
+      return true
+    }
+    return hexBytes(now) == recorded
   }
 
   private func ensureDirectory() throws(StoreError) {

@@ -62,6 +62,34 @@ final class Transaction {
 
   // MARK: Trampoline pages and slots
 
+  /// Refuses to go on unless every page the registry records still carries swpatch's
+  /// header: an `int3` guard, then the hijack stub (or, in a page mapped by an older
+  /// swpatch before the stub existed, `int3`), in an anonymous executable mapping. A
+  /// page that fails was not ours any more (after `execve` the address may hold the
+  /// new program's code), and writing a slot there would corrupt it.
+  func checkPages() throws {
+    guard !knownPages.isEmpty else { return }
+    let maps = try ProcessMaps.read(pid: target.pid)
+    for page in knownPages {
+      let mapping = maps.first { $0.start <= page.base && page.base < $0.end }
+      guard let mapping, !mapping.isFileBacked, mapping.isExecutable,
+        let header = try? target.read(at: page.base, count: Int(TrampolinePageLayout.firstSlotOffset)),
+        Self.isOurHeader(header)
+      else { throw PatchError.pageNotOurs(address: page.base) }
+    }
+  }
+
+  /// Whether `header` (a page's bytes up to its first slot) is swpatch's.
+  static func isOurHeader(_ header: [UInt8]) -> Bool {
+    let stub =
+      Int(TrampolinePageLayout.stubOffset)..<Int(TrampolinePageLayout.stubOffset) + HijackStub.bytes.count
+    let int3 = X86.int3
+    let rest = header.indices.filter { !stub.contains($0) }
+    guard header.count == Int(TrampolinePageLayout.firstSlotOffset), rest.allSatisfy({ header[$0] == int3 })
+    else { return false }
+    return Array(header[stub]) == HijackStub.bytes || header[stub].allSatisfy { $0 == int3 }
+  }
+
   /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
   /// holds the `HijackStub` that remote calls return to; returns the stub's address.
   func ensureStub(near address: UInt64) throws -> UInt64 {
@@ -144,9 +172,15 @@ final class Transaction {
       }
       let page = TrampolinePage(base: base, size: size)
       newPages.append(page)
-      // A fresh mapping holds no data worth undoing: write without an undo entry.
-      try target.write(TrampolinePageLayout.freshBytes(), at: base)
-      if target.hijackStub == nil { _ = try installStub(in: page) }
+      // A fresh mapping holds no data worth undoing: write without an undo entry. Every
+      // page carries the stub in its header, which is also how a page is later known
+      // to still be ours (`checkPages`).
+      var fresh = TrampolinePageLayout.freshBytes()
+      fresh.replaceSubrange(
+        Int(TrampolinePageLayout.stubOffset)..<Int(TrampolinePageLayout.stubOffset) + HijackStub.bytes.count,
+        with: HijackStub.bytes)
+      try target.write(fresh, at: base)
+      if target.hijackStub == nil { target.hijackStub = base + TrampolinePageLayout.stubOffset }
       return page
     }
     throw near.map { PatchError.noMemoryNearby(address: $0) } ?? PatchError.mmapFailed
@@ -292,14 +326,19 @@ final class Transaction {
   // MARK: Plan effects
 
   /// Carries out a registry plan, in order. Returns the install facts of new hooks.
-  func execute(_ plan: Plan, sizes: [UInt64: UInt64]) throws -> [UInt64: HookInstall] {
+  /// `objectBytes` holds, by old address, the object file's bytes from the function's
+  /// first byte (see `TargetProcess.objectBytes`): what a new hook must find there and
+  /// records as the original, and what a removed hook writes back.
+  func execute(
+    _ plan: Plan, sizes: [UInt64: UInt64], objectBytes: [UInt64: [UInt8]] = [:]
+  ) throws -> [UInt64: HookInstall] {
     try moveThreadsOutOfEntries(plan, sizes: sizes)
     var installs: [UInt64: HookInstall] = [:]
     for effect in plan.effects {
       switch effect {
       case .installHook(let site, let replacement):
         installs[site.oldAddr] = try installHook(
-          site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0)
+          site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0, file: objectBytes[site.oldAddr])
       case .setSlot(let oldAddr, let cell, let from, let to):
         let current = try target.read(at: cell, count: 8)
         guard current == TrampolineSlot.cell(target: from) else {
@@ -313,7 +352,13 @@ final class Transaction {
           throw PatchError.drift(oldAddr: oldAddr, detail: "entry does not hold swpatch's jump")
         }
         try moveThreadsOutOfSlot(install)
-        try write(install.originalBytes, at: install.entryAddr)
+        // The object file's bytes, not only those recorded at install: a registry written
+        // before this check existed may have recorded a jump inherited from a parent.
+        let original =
+          Self.slice(
+            objectBytes[oldAddr], from: oldAddr, at: install.entryAddr, count: install.originalBytes.count)
+          ?? install.originalBytes
+        try write(original, at: install.entryAddr)
         try write(TrampolineSlot.freed, at: install.slotAddr)
       }
     }
@@ -367,8 +412,15 @@ final class Transaction {
 
   /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
   /// is complete before the jump exists, so no thread can ever reach a half-made slot.
+  /// `count` bytes at `address` out of `bytes`, which start at `start`; nil when they
+  /// are not all there.
+  static func slice(_ bytes: [UInt8]?, from start: UInt64, at address: UInt64, count: Int) -> [UInt8]? {
+    guard let bytes, address >= start, Int(address - start) + count <= bytes.count else { return nil }
+    return Array(bytes[Int(address - start)..<Int(address - start) + count])
+  }
+
   private func installHook(
-    _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64
+    _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64, file: [UInt8]?
   ) throws -> HookInstall {
     let code = try target.read(at: site.oldAddr, count: 16)
     let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
@@ -390,10 +442,27 @@ final class Transaction {
     try refuseThreadsInside(entry..<entry + UInt64(jump.count))
     try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
+    // Never record as "original" bytes that are not the object's: a jump inherited from
+    // a patched parent, a debugger's breakpoint. Restoring them later would leave the
+    // function patched, or broken, while swpatch reported it restored.
+    if let expected = Self.slice(file, from: site.oldAddr, at: entry, count: jump.count), expected != original
+    {
+      throw PatchError.entryModified(
+        function: site.name, address: entry, found: original, file: expected,
+        inherited: Self.isNearJump(original))
+    }
     try write(jump, at: entry)
     return HookInstall(
       slotAddr: slot.address, cellAddr: slot.address + TrampolineSlot.cellOffset, entryAddr: entry,
       originalBytes: original, jumpBytes: jump)
+  }
+}
+
+extension Transaction {
+  /// Whether `bytes` start with a `jmp rel32` or swpatch's absolute jump: the shape of
+  /// a hook's entry, for telling an inherited hook from another tool's change.
+  static func isNearJump(_ bytes: [UInt8]) -> Bool {
+    bytes.first == 0xe9 || bytes.starts(with: [0xff, 0x25, 0, 0, 0, 0])
   }
 }
 

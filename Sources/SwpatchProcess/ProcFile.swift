@@ -9,6 +9,11 @@ enum ProcFile {
   /// few hundred threads (one stack mapping each) would lose every object past the first
   /// 4 KiB, libc among them.
   static func read(_ path: String) -> String? {
+    bytes(path).map { String(decoding: $0, as: UTF8.self) }
+  }
+
+  /// The bytes of a /proc file (binary ones, such as auxv), read to their end.
+  static func bytes(_ path: String) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -21,6 +26,6 @@ enum ProcFile {
       if n == 0 { break }
       data += chunk[0..<n]
     }
-    return String(decoding: data, as: UTF8.self)
+    return data
   }
 }

@@ -15,6 +15,18 @@ public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
     }
   }
 
+  /// The function an `installHook` hooks; nil for other effects.
+  public var installedSite: FunctionSite? {
+    if case .installHook(let site, _) = self { return site }
+    return nil
+  }
+
+  /// The old address a `removeHook` restores; nil for other effects.
+  public var removedAddress: UInt64? {
+    if case .removeHook(let oldAddr, _) = self { return oldAddr }
+    return nil
+  }
+
   /// Hex addresses, so test failures and logs can be compared with /proc/PID/maps.
   public var description: String {
     switch self {

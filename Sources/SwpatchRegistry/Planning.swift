@@ -54,10 +54,13 @@ extension TargetState {
         newHooks[addr] = Hook(site: outcome.sites[addr]!, install: installs[addr]!, stack: stack)
       }
     }
-    return TargetState(
+    var next = TargetState(
       id: id, executable: executable, policy: outcome.policy, hooks: newHooks, patches: outcome.patches,
       pages: pages + newPages, libraries: libraries + newLibraries, nextSeq: outcome.nextSeq,
       generation: generation + 1)
+    next.execID = execID
+    next.inheritedFrom = inheritedFrom
+    return next
   }
 
   // MARK: Deciding

@@ -31,6 +31,8 @@ public struct TargetStatus: Equatable, Sendable, Codable {
   public var hooks: [HookStatus]
   /// In order of first attach.
   public var patches: [PatchStatus]
+  /// The patched parent this process inherited its hooks from through `fork`.
+  public var inheritedFrom: Int32?
 
   public init(_ target: TargetState) {
     pid = target.id.pid
@@ -39,11 +41,13 @@ public struct TargetStatus: Equatable, Sendable, Codable {
     policy = target.policy
     hooks = target.sortedHooks.map(HookStatus.init)
     patches = target.patches.map(PatchStatus.init)
+    inheritedFrom = target.inheritedFrom
   }
 
   enum CodingKeys: String, CodingKey {
     case pid, executable, policy, hooks, patches
     case startTime = "start_time"
+    case inheritedFrom = "inherited_from"
   }
 }
 

@@ -13,14 +13,37 @@ public struct TargetState: Equatable, Sendable, Codable {
   public private(set) var nextSeq: UInt64
   /// Bumped by every commit, so a plan made against an older state is recognised as stale.
   public private(set) var generation: UInt64
+  /// The program image the entries describe (`AT_RANDOM` of the last `execve`, see
+  /// `TargetProcess.execID`); nil when unknown (registries written before it existed).
+  /// A process whose image differs has run `execve`: its entries are dropped.
+  public internal(set) var execID: String?
+  /// The pid of the patched parent whose hooks this process inherited through `fork`
+  /// and that swpatch adopted; nil for a process patched directly.
+  public internal(set) var inheritedFrom: Int32?
 
   private(set) var patchIndex: [String: Int]
 
   /// A target with nothing applied yet; its first patch fixes the policy.
-  public static func new(id: TargetID, executable: String, policy: DisablePolicy) -> TargetState {
-    TargetState(
+  public static func new(
+    id: TargetID, executable: String, policy: DisablePolicy, execID: String? = nil
+  ) -> TargetState {
+    var state = TargetState(
       id: id, executable: executable, policy: policy, hooks: [:], patches: [], pages: [], libraries: [],
       nextSeq: 1, generation: 0)
+    state.execID = execID
+    return state
+  }
+
+  /// This state taken over by a child forked from the target: the child's memory is a
+  /// copy of the parent's, so it holds the same hooks, slots, pages and libraries, and
+  /// from now on they change independently.
+  public func adopted(by child: TargetID, execID: String?) -> TargetState {
+    var state = TargetState(
+      id: child, executable: executable, policy: policy, hooks: hooks, patches: patches, pages: pages,
+      libraries: libraries, nextSeq: nextSeq, generation: 0)
+    state.execID = execID
+    state.inheritedFrom = id.pid
+    return state
   }
 
   init(
@@ -64,6 +87,8 @@ public struct TargetState: Equatable, Sendable, Codable {
   enum CodingKeys: String, CodingKey {
     case id, executable, policy, hooks, patches, pages, libraries, generation
     case nextSeq = "next_seq"
+    case execID = "exec_id"
+    case inheritedFrom = "inherited_from"
   }
 
   public init(from decoder: any Decoder) throws {
@@ -89,6 +114,8 @@ public struct TargetState: Equatable, Sendable, Codable {
       libraries: try c.decode([LoadedLibrary].self, forKey: .libraries),
       nextSeq: try c.decode(UInt64.self, forKey: .nextSeq),
       generation: try c.decode(UInt64.self, forKey: .generation))
+    execID = try c.decodeIfPresent(String.self, forKey: .execID)
+    inheritedFrom = try c.decodeIfPresent(Int32.self, forKey: .inheritedFrom)
   }
 
   public func encode(to encoder: any Encoder) throws {
@@ -102,12 +129,15 @@ public struct TargetState: Equatable, Sendable, Codable {
     try c.encode(libraries, forKey: .libraries)
     try c.encode(nextSeq, forKey: .nextSeq)
     try c.encode(generation, forKey: .generation)
+    try c.encodeIfPresent(execID, forKey: .execID)
+    try c.encodeIfPresent(inheritedFrom, forKey: .inheritedFrom)
   }
 
   public static func == (lhs: TargetState, rhs: TargetState) -> Bool {
     lhs.id == rhs.id && lhs.executable == rhs.executable && lhs.policy == rhs.policy
       && lhs.hooks == rhs.hooks && lhs.patches == rhs.patches && lhs.pages == rhs.pages
       && lhs.libraries == rhs.libraries && lhs.nextSeq == rhs.nextSeq && lhs.generation == rhs.generation
+      && lhs.execID == rhs.execID && lhs.inheritedFrom == rhs.inheritedFrom
   }
 }
 

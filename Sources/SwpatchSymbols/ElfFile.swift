@@ -63,6 +63,11 @@ public final class ElfFile: @unchecked Sendable {
   /// The `.gnu_debuglink` of a stripped object: the debug file's name and its CRC-32.
   public private(set) var debugLink: (name: String, crc: UInt32)?
   private var byName: [String: [ElfSymbol]] = [:]
+  /// Link-time addresses the loader calls when it maps the file: `.preinit_array`,
+  /// `.init_array` and `.ctors` entries, in that order.
+  private var initArray: [UInt64] = []
+  /// `DT_INIT`: the `_init` function of crti, or one named with `-Wl,-init=`.
+  private var initFunction: UInt64?
   /// Clone names by the name they were cloned from, indexed once so that looking up
   /// the clones of a function is a hash lookup, not a scan of every name.
   private var cloneNames: [String: [String]] = [:]
@@ -103,34 +108,20 @@ public final class ElfFile: @unchecked Sendable {
     readSections(elf)
   }
 
-  /// What identifies this file's contents for `SymbolCache`: the GNU build id and the
-  /// file size (a stripped object, its unstripped original and its debug file share a
-  /// build id but not a size), else the file's device, inode, size and mtime. Reads
-  /// only the headers and notes, not the symbols.
+  /// What identifies this file's contents for `SymbolCache`: the file itself (device
+  /// and inode) and what changes whenever its bytes do (size, modification and change
+  /// times). Never the build id alone: two different libraries can be linked with one
+  /// `--build-id=0x…` and the same size, and a cache keyed by it would hand the second
+  /// one the first one's symbols. Every process that maps one file still shares a parse.
   static func cacheKey(path: String) throws(SymbolError) -> String {
-    _ = elf_version(UInt32(EV_CURRENT))  // libelf refuses every file until this is called
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
       throw .cannotOpen(path: path, reason: String(cString: strerror(errno)))
     }
-    defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw .cannotOpen(path: path, reason: "cannot stat") }
-    guard let elf = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
-      throw .cannotOpen(path: path, reason: "not an ELF file")
-    }
-    defer { elf_end(elf) }
-    var scn = elf_nextscn(elf, nil)
-    while let section = scn {
-      var shdr = GElf_Shdr()
-      if gelf_getshdr(section, &shdr) != nil, shdr.sh_type == UInt32(SHT_NOTE),
-        let id = buildID(in: section)
-      {
-        return "build-id:\(id):\(info.st_size)"
-      }
-      scn = elf_nextscn(elf, section)
-    }
-    return "file:\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+    let m = info.st_mtim
+    let c = info.st_ctim
+    return
+      "file:\(info.st_dev):\(info.st_ino):\(info.st_size):\(m.tv_sec).\(m.tv_nsec):\(c.tv_sec).\(c.tv_nsec)"
   }
 
   /// Every definition named `name` that is code or data (not undefined references).
@@ -211,7 +202,11 @@ public final class ElfFile: @unchecked Sendable {
         case UInt32(SHT_DYNSYM): dynsym = section
         case UInt32(SHT_GNU_versym): versym = section
         case UInt32(SHT_NOTE): if buildID == nil { buildID = Self.buildID(in: section) }
-        default: break
+        case UInt32(SHT_PREINIT_ARRAY), UInt32(SHT_INIT_ARRAY): initArray += Self.words(in: section)
+        case UInt32(SHT_DYNAMIC): initFunction = Self.dynamicValue(Int64(DT_INIT), in: section)
+        default:
+          // .ctors of old toolchains: -1 first, 0 last, code addresses between.
+          if name == ".ctors" { initArray += Self.words(in: section).filter { $0 != 0 && $0 != UInt64.max } }
         }
       }
       scn = elf_nextscn(elf, section)
@@ -223,6 +218,48 @@ public final class ElfFile: @unchecked Sendable {
       index(elf, dynsym, versions: versym)
     }
     indexClones()
+  }
+
+  /// The 8-byte words of a section's contents.
+  private static func words(in section: OpaquePointer) -> [UInt64] {
+    guard let data = elf_getdata(section, nil), let base = data.pointee.d_buf else { return [] }
+    let bytes = UnsafeRawBufferPointer(start: base, count: data.pointee.d_size)
+    return stride(from: 0, to: bytes.count - 7, by: 8).map {
+      bytes.loadUnaligned(fromByteOffset: $0, as: UInt64.self)
+    }
+  }
+
+  /// The value of the first `tag` entry of a `SHT_DYNAMIC` section.
+  private static func dynamicValue(_ tag: Int64, in section: OpaquePointer) -> UInt64? {
+    guard let data = elf_getdata(section, nil) else { return nil }
+    var index: Int32 = 0
+    var entry = GElf_Dyn()
+    while gelf_getdyn(data, index, &entry) != nil, entry.d_tag != Int64(DT_NULL) {
+      if entry.d_tag == tag { return entry.d_un.d_ptr }
+      index += 1
+    }
+    return nil
+  }
+
+  /// The code this file runs when the loader maps it, by name (`0x…` when unnamed):
+  /// constructors, C++ static initialisers, an `-init=` function. Left out: what every
+  /// gcc or clang object carries (crti's `_init`, crtbegin's `frame_dummy`), which only
+  /// registers frame tables. In a file without `.symtab` those cannot be named, so the
+  /// first `.init_array` entry (crtbegin's, linked first) and `DT_INIT` are taken to be
+  /// theirs.
+  public var loadTimeCode: [String] {
+    var named: [UInt64: String] = [:]
+    for (name, symbols) in byName {
+      for symbol in symbols where symbol.kind.isCode { named[symbol.value] = name }
+    }
+    func name(_ address: UInt64) -> String { named[address] ?? "0x" + String(address, radix: 16) }
+    var found: [String] = []
+    for (i, address) in initArray.enumerated() where address != 0 {
+      if hasSymtab ? named[address] == "frame_dummy" : i == 0 { continue }
+      found.append(name(address))
+    }
+    if let initFunction, hasSymtab, named[initFunction] != "_init" { found.append(name(initFunction)) }
+    return found
   }
 
   /// Files `foo.isra.0.cold` under `foo`: the first dot after which a clone suffix follows.

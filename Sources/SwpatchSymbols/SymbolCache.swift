@@ -1,7 +1,7 @@
 import Foundation
 
 /// Parsed ELF files and their DWARF, kept across requests so that a long-lived daemon
-/// parses each object once. Entries are keyed by build id and size (see
+/// parses each object once. Entries are keyed by the file and its content stamps (see
 /// `ElfFile.cacheKey`), so every process that maps the same library shares one parse.
 /// ElfFile is immutable once built and DwarfInfo locks itself, so both can be shared.
 public final class SymbolCache: @unchecked Sendable {

@@ -173,6 +173,11 @@ struct Attach: ParsableCommand {
   var loadTimeout: Double = 5
   @Flag(help: "Patch even when the DWARF signatures of old and new differ (the report notes it).")
   var force = false
+  @Flag(
+    help:
+      "Load a library that runs code when loaded (constructors). Refused by default: a constructor that aborts, exits or blocks runs inside the target."
+  )
+  var allowConstructors = false
   @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
@@ -188,11 +193,11 @@ struct Attach: ParsableCommand {
       guard let data = FileManager.default.contents(atPath: path) else {
         throw PatchFileError(path: patchFile, problem: "cannot be read (does it exist?)")
       }
+      var options = OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)
+      options.allowConstructors = allowConstructors
       let request = Request(
         op: .attach, pid: pid, patch: String(decoding: data, as: UTF8.self), patchPath: path,
-        policy: policy,
-        options: consistency.apply(
-          to: OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)))
+        policy: policy, options: consistency.apply(to: options))
       return try common.client().call(request, as: OperationReport.self)
     } text: {
       Output.describe($0)

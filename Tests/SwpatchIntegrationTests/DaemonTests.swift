@@ -238,7 +238,7 @@ func errorCode(of response: String) -> String? {
       kill(target.pid, SIGKILL)
     }
     killer.start()
-    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "5")
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "5", "--allow-constructors")
     #expect(result.status == 1, "\(result.output)")
     #expect(result.output.contains("exited"), "\(result.output)")
     #expect(ws.swpatch("status").output.contains("no patched targets"))

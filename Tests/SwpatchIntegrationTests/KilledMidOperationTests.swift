@@ -21,7 +21,8 @@ import Testing
     for round in 0..<40 {
       let target = try Fixture("loop", ["10"])
       #expect(target.waitForValue("compute", "42"))
-      let operation = try OperationUnderTest(ws, "attach", "\(target.pid)", Self.patch(ws))
+      let operation = try OperationUnderTest(
+        ws, "attach", "\(target.pid)", Self.patch(ws), "--allow-constructors")
       operation.kill(after: .microseconds(Int64.random(in: 0..<full.microseconds, using: &generator)))
       try Self.expectUnharmed(target, round: round)
       try Self.expectStatusAgrees(target, ws, patch: "slow", round: round)
@@ -34,7 +35,7 @@ import Testing
     for round in 0..<16 {
       let target = try Fixture("loop", ["10"])
       #expect(target.waitForValue("compute", "42"))
-      let attach = ws.swpatch("attach", "\(target.pid)", Self.patch(ws))
+      let attach = ws.swpatch("attach", "\(target.pid)", Self.patch(ws), "--allow-constructors")
       #expect(attach.status == 0, "\(attach.output)")
       let start = ContinuousClock.now
       let disable = ws.swpatch("disable", "\(target.pid)", "slow")
@@ -54,7 +55,7 @@ import Testing
     let target = try Fixture("loop", ["10"])
     #expect(target.waitForValue("compute", "42"))
     let start = ContinuousClock.now
-    let result = ws.swpatch("attach", "\(target.pid)", patch(ws))
+    let result = ws.swpatch("attach", "\(target.pid)", patch(ws), "--allow-constructors")
     #expect(result.status == 0, "\(result.output)")
     #expect(target.waitForValue("compute", "84"))
     return ContinuousClock.now - start

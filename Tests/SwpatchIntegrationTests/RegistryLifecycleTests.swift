@@ -69,7 +69,7 @@ import Testing
     let compute = try address(of: "compute", in: target, workspace: ws)
     let before = target.memory(at: compute, count: 16)
     let patch = ws.patchFile("hang", library: "libhang.so", functions: [("compute", "compute_hang")])
-    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "1")
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "1", "--allow-constructors")
     #expect(result.status == 1)
     #expect(result.output.contains("did not return within 1.0 s"), "\(result.output)")
     #expect(target.memory(at: compute, count: 16) == before)

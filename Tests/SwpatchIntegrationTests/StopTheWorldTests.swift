@@ -56,7 +56,7 @@ import Testing
     #expect(target.waitForValue("compute", "42"))
     let patch = ws.patchFile(
       "locked", library: "libneedslock.so", functions: [("compute", "compute_locked")])
-    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "3")
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--load-timeout", "3", "--allow-constructors")
     #expect(result.status == 0, "\(result.output)")
     #expect(target.waitForValue("compute", "105", from: target.output.count))
     #expect(target.keepsRunning())

@@ -1,0 +1,60 @@
+import Glibc
+
+extension TargetProcess {
+  /// What tells one program image of a process from the next: the 16 random bytes the
+  /// kernel puts on a new program's stack at every `execve` (the auxiliary vector's
+  /// `AT_RANDOM`). `execve` keeps the pid and the start time, so those alone cannot see
+  /// that the process now runs another program, whose memory an old registry entry
+  /// would then describe wrongly. Nil when the auxiliary vector or the stack cannot be
+  /// read (then nothing is compared).
+  public static func execID(of pid: Int32) -> [UInt8]? {
+    let atRandom: UInt64 = 25
+    guard let auxv = ProcFile.bytes("/proc/\(pid)/auxv"), auxv.count >= 16 else { return nil }
+    var address: UInt64?
+    auxv.withUnsafeBytes { raw in
+      for i in stride(from: 0, to: raw.count - 15, by: 16) {
+        let key = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        if key == atRandom { address = raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self) }
+      }
+    }
+    guard let address, address != 0 else { return nil }
+    return read(file: "/proc/\(pid)/mem", at: address, count: 16)
+  }
+
+  /// The object file's own bytes behind each of `addresses` in `pid` (`count` bytes
+  /// from each, fewer where the mapping ends first): the file of the mapping that holds
+  /// the address, read through /proc/PID/map_files (so a file deleted or replaced on
+  /// disk since still gives what was mapped), at the mapping's file offset. What a
+  /// function's entry held before anyone wrote to it: a process forked from a patched
+  /// parent, or a debugger, may have changed the memory, never the file. Addresses in
+  /// anonymous memory or an unreadable file are left out. /proc/PID/maps is read once.
+  public static func objectBytes(pid: Int32, at addresses: [UInt64], count: Int) -> [UInt64: [UInt8]] {
+    guard !addresses.isEmpty, let maps = try? ProcessMaps.read(pid: pid) else { return [:] }
+    var found: [UInt64: [UInt8]] = [:]
+    for address in addresses {
+      guard let mapping = maps.first(where: { $0.start <= address && address < $0.end }),
+        mapping.isFileBacked
+      else { continue }
+      let length = Int(min(UInt64(count), mapping.end - address))
+      let offset = mapping.offset + (address - mapping.start)
+      found[address] = read(file: "/proc/\(pid)/map_files/\(mapping.mapFilesName)", at: offset, count: length)
+    }
+    return found
+  }
+
+  /// The parent's pid (`PPid:` of /proc/PID/status); nil when the process is gone.
+  public static func parentPid(of pid: Int32) -> Int32? {
+    guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
+    return statusField("PPid:", in: status).first.map { Int32(truncatingIfNeeded: $0) }
+  }
+
+  /// `count` bytes of `file` at `offset`, or nil.
+  private static func read(file: String, at offset: UInt64, count: Int) -> [UInt8]? {
+    let fd = open(file, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = pread(fd, &bytes, count, off_t(Int64(bitPattern: offset)))
+    return n == count ? bytes : nil
+  }
+}
