@@ -61,6 +61,8 @@ let package = Package(
     .executableTarget(name: "swpatch-bench", dependencies: ["SwpatchSymbols", "SwpatchProcess"]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
+    // Pure checks of process control and the patcher's values: no root, no fixtures.
+    .testTarget(name: "SwpatchUnitTests", dependencies: ["SwpatchProcess", "SwpatchPatcher"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
       dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),

@@ -3,11 +3,12 @@ import Glibc
 import Testing
 
 /// End to end: real fixtures, the real CLI, the fixtures' own output.
-@Suite(.serialized) struct AttachTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct AttachTests {
   @Test func attachRedirectsComputeWhileTheProcessKeepsRunning() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
     #expect(target.waitForValue("compute", "42"))
+    let startedAt = try #require(processStartTime(target.pid))
     let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
     let result = ws.swpatch("attach", "\(target.pid)", patch)
     #expect(result.status == 0, "\(result.output)")
@@ -15,8 +16,14 @@ import Testing
     let after = target.output.count
     #expect(target.waitForValue("compute", "63", from: after))
     #expect(target.keepsRunning())
-    // Same process, no restart: the pid line printed once, ticks continue.
-    #expect(target.output.all.filter { $0.hasPrefix("pid=") }.count == 1)
+    // The same process ran on, never restarted: the same start time, and its tick count
+    // went up by one from line to line across the switch (a restart starts again at 0).
+    #expect(processStartTime(target.pid) == startedAt)
+    let ticks = target.output.all.compactMap { line in
+      line.split(separator: " ").first { $0.hasPrefix("tick=") }.flatMap { Int($0.dropFirst(5)) }
+    }
+    #expect(ticks.count > after - 1)
+    #expect(zip(ticks, ticks.dropFirst()).allSatisfy { $1 == $0 + 1 }, "\(ticks)")
   }
 
   @Test func everyThreadOfTheThreadedFixtureRunsTheReplacement() throws {

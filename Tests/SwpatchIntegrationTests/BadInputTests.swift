@@ -4,7 +4,7 @@ import Testing
 
 /// Every bad input exits non-zero with a one-line message, and leaves the target running
 /// with the bytes of the old function untouched.
-@Suite(.serialized) struct BadInputTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct BadInputTests {
   /// Runs `attach` with `patch` against a fresh loop fixture and checks the refusal.
   func expectRefusal(
     _ patch: (Workspace) -> String, mentions expected: [String], fixture: String = "loop",

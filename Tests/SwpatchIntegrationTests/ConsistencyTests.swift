@@ -53,7 +53,7 @@ final class ParkedFixture: @unchecked Sendable {
   }
 }
 
-@Suite(.serialized) struct StackUnwinderTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct StackUnwinderTests {
   @Test func everyThreadIsUnwoundAndTheParkedThreadShowsAnswerOnItsStack() throws {
     let ws = Workspace()
     let target = try ParkedFixture(ws)
@@ -96,7 +96,7 @@ func answerPatch(_ ws: Workspace) -> String {
   ws.patchFile("v2", library: "libparked.so", functions: [("answer", "answer_v2")])
 }
 
-@Suite(.serialized) struct ConsistencyTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct ConsistencyTests {
   @Test func stackConsistencyWaitsUntilTheParkedThreadLeavesTheOldFunction() throws {
     let ws = Workspace()
     let target = try ParkedFixture(ws)
@@ -289,34 +289,5 @@ func answerPatch(_ ws: Workspace) -> String {
       #expect(result.status == 64, "\(bad): \(result.output)")
       #expect(result.output.contains("not a duration between 0 and 600 s"), "\(result.output)")
     }
-  }
-}
-
-@Suite struct ConsistencyOptionTests {
-  @Test func retryForAcceptsSecondsMillisecondsAndPlainNumbers() {
-    #expect(OperationOptions.seconds(parsing: "5s") == 5)
-    #expect(OperationOptions.seconds(parsing: "500ms") == 0.5)
-    #expect(OperationOptions.seconds(parsing: "2.5") == 2.5)
-    #expect(OperationOptions.seconds(parsing: "1m") == 60)
-    #expect(OperationOptions.seconds(parsing: "0") == 0)
-    for bad in ["", "s", "-1", "abc", "5x", "1e3", "inf", "nan"] {
-      #expect(OperationOptions.seconds(parsing: bad) == nil, "\(bad)")
-    }
-  }
-
-  @Test func optionsWithoutTheNewKeysDecodeToStackAndFiveSeconds() throws {
-    let old = try JSONDecoder().decode(OperationOptions.self, from: Data(#"{"dry_run": true}"#.utf8))
-    #expect(old.consistency == .stack)
-    #expect(old.retryFor == 5)
-    let given = try JSONDecoder().decode(
-      OperationOptions.self, from: Data(#"{"consistency": "entry", "retry_for": 0.25}"#.utf8))
-    #expect(given == OperationOptions(consistency: .entry, retryFor: 0.25))
-    // Whatever a request carries, the engine's wait stays bounded and never traps.
-    #expect(OperationOptions(retryFor: -1).retryBound == .zero)
-    #expect(OperationOptions(retryFor: .infinity).retryBound == .zero)
-    #expect(OperationOptions(retryFor: 1e30).retryBound == .seconds(600))
-    #expect(OperationOptions(retryFor: 0.25).retryBound == .milliseconds(250))
-    let encoded = String(decoding: try JSONEncoder().encode(given), as: UTF8.self)
-    #expect(encoded.contains(#""retry_for":0.25"#) && encoded.contains(#""consistency":"entry""#))
   }
 }

@@ -53,7 +53,7 @@ func errorCode(of response: String) -> String? {
 }
 
 /// swpatchd: driven through the CLI and the raw socket, stopped by each workspace.
-@Suite(.serialized) struct DaemonTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct DaemonTests {
   @Test func cliStartsADaemonThatStopsCleanlyOnSigterm() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
@@ -192,7 +192,7 @@ func errorCode(of response: String) -> String? {
       let target = try #require(targets.first { Int($0.pid) == pid })
       let patches = try #require(entry["patches"] as? [[String: Any]])
       let enabled = patches.first?["state"] as? String == "enabled"
-      let hooks = entry["hooks"] as? [[String: Any]] ?? []
+      let hooks = try #require(entry["hooks"] as? [[String: Any]], "status lost its 'hooks' key")
       #expect(hooks.allSatisfy { $0["drift"] == nil })
       #expect(target.waitForValue("compute", enabled ? "63" : "42", from: target.output.count))
     }

@@ -7,7 +7,7 @@ import Testing
 /// must belong to a version that can be active; the target must not crash; and the
 /// final state must match `status`. The requests go down one daemon connection, so the
 /// cycles cost daemon work only, not a CLI process each.
-@Suite(.serialized) struct HammerTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct HammerTests {
   static let cycles = 1000
 
   @Test(arguments: ["any", "stack"])

@@ -5,7 +5,7 @@ import Testing
 /// Patching is invisible to the target: a blocking system call it sits in finishes as
 /// if nothing happened (no EINTR, no byte lost, no sleep cut short), and every signal
 /// sent to it is delivered exactly once.
-@Suite(.serialized) struct InvisibleToTargetTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct InvisibleToTargetTests {
   /// Attach once, then disable and enable: 101 operations, each of which stops the
   /// target (attach also borrows its only thread for mmap and dlopen).
   static func patchRepeatedly(_ target: Fixture, _ ws: Workspace, cycles: Int = 50) {

@@ -5,7 +5,7 @@ import Testing
 /// SIGKILL of the process doing the ptrace work, at a random instant of an operation,
 /// never hurts the target: it keeps running, untraced, and every result it computes
 /// afterwards is the old version or the new one.
-@Suite(.serialized) struct KilledMidOperationTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct KilledMidOperationTests {
   /// compute(21) before (42) and after (84) libslow's compute_slow, whose library's
   /// constructor sleeps 150 ms so that many kills land inside the remote dlopen.
   static let legitimate: Set<String> = ["42", "84"]
@@ -90,7 +90,13 @@ import Testing
     #expect(status.status == 0, "\(status.output)", sourceLocation: sourceLocation)
     let entry = (status.json?["targets"] as? [[String: Any]])?.first
     let state = (entry?["patches"] as? [[String: Any]])?.first { $0["id"] as? String == patch }?["state"]
-    let hooks = entry?["hooks"] as? [[String: Any]] ?? []
+    // No entry: the operation was never recorded, so there are no hooks to check. An
+    // entry without its 'hooks' key is a broken status, not an empty one.
+    let hooks =
+      entry == nil
+      ? []
+      : try #require(
+        entry?["hooks"] as? [[String: Any]], "status lost its 'hooks' key", sourceLocation: sourceLocation)
     #expect(
       hooks.allSatisfy { $0["drift"] == nil }, "round \(round): \(hooks)", sourceLocation: sourceLocation)
     let expected = state as? String == "enabled" ? "84" : "42"

@@ -5,7 +5,7 @@ import Testing
 
 /// A process with many threads (a stack mapping each) or many libraries has a
 /// /proc/PID/maps far longer than one read returns: all of it must be read.
-@Suite(.serialized) struct LongMapsTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct LongMapsTests {
   @Test func mapsLongerThanOneReadAreReadToTheEnd() throws {
     let target = try Fixture("threads", ["1000", "200"])
     defer { target.stop() }

@@ -4,7 +4,7 @@ import Testing
 
 /// A hook's original bytes are the object file's bytes, never whatever the entry held:
 /// a fork of a patched process, another tool's write, and an `execve` each show why.
-@Suite(.serialized) struct OriginalBytesTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct OriginalBytesTests {
   func fix(_ ws: Workspace) -> String {
     ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
   }

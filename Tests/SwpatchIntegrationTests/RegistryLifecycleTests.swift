@@ -3,7 +3,7 @@ import Glibc
 import Testing
 
 /// The registry across commands: exited targets, the lock, dry runs, hung loads.
-@Suite(.serialized) struct RegistryLifecycleTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct RegistryLifecycleTests {
   @Test func exitedTargetIsDroppedAndStatusSaysSo() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])

@@ -5,7 +5,7 @@ import Testing
 /// No thread resumes inside the bytes an entry jump overwrites: one parked there on
 /// purpose is moved out before the write, and one that never leaves refuses the
 /// operation with nothing changed.
-@Suite(.serialized) struct RewrittenBytesTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct RewrittenBytesTests {
   /// `sled` is push %rbp (+0); mov %rsp,%rbp (+1); mov $100,%eax (+4): +1 and +4 are
   /// instruction boundaries inside a 5-byte entry jump.
   @Test(arguments: [1, 4] as [UInt64])

@@ -4,7 +4,7 @@ import Testing
 
 /// The stacking scenario of docs/policies.md, driven through the CLI against a running
 /// fixture whose output is checked after every step.
-@Suite(.serialized) struct StackingTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct StackingTests {
   /// Attaches p1, p2, p3 (each replacing foo) in order under `policy`.
   func stackThree(_ ws: Workspace, _ target: Fixture, policy: String) throws {
     #expect(target.waitForValue("foo", "100"))

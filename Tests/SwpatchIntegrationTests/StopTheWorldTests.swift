@@ -4,7 +4,7 @@ import Testing
 
 /// Every thread is held before the first byte is written: many threads, and threads that
 /// are created and exit while the target is being stopped.
-@Suite(.serialized) struct StopTheWorldTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct StopTheWorldTests {
   @Test func twoHundredThreadsAllRunTheReplacement() throws {
     let ws = Workspace()
     let workers = 200
@@ -77,7 +77,10 @@ func latest(_ key: String, in fixture: Fixture) -> Int? {
 /// True when no thread of `pid` has a tracer or sits in a tracing stop. A thread that
 /// exits between the listing and the read is skipped (it has nothing left to show).
 func everyThreadIsUntraced(_ pid: pid_t) -> Bool {
-  let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+  // A process that is gone has no untraced threads: say false, not "all of none".
+  guard processExists(pid),
+    let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task"), !tasks.isEmpty
+  else { return false }
   return tasks.allSatisfy { tid in
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8),
       status.contains("TracerPid:")

@@ -18,6 +18,21 @@ enum Paths {
   static func fixture(_ name: String) -> String { fixtures + "/" + name }
 }
 
+/// What the integration suites need, as Swift Testing traits: without it a suite is
+/// skipped with the reason, never failed or passed vacuously.
+extension Trait where Self == ConditionTrait {
+  /// ptrace of processes the test did not start, and /proc/PID/mem of any process.
+  static var needsRoot: Self {
+    .enabled(if: geteuid() == 0, "needs root (ptrace and /proc/PID/mem): run `make test` as root")
+  }
+  /// The C programs and libraries of Fixtures/, built by `make fixtures`.
+  static var needsFixtures: Self {
+    .enabled(
+      if: FileManager.default.isExecutableFile(atPath: Paths.fixture("loop")),
+      "needs the fixtures in Fixtures/build: run `make fixtures` (make test does)")
+  }
+}
+
 /// A line buffer filled from a pipe by a background thread.
 final class LineBuffer: @unchecked Sendable {
   private let lock = NSCondition()
@@ -250,6 +265,15 @@ final class Workspace: @unchecked Sendable {
     _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
     return path
   }
+}
+
+/// Field 22 of /proc/PID/stat: with the pid, what tells a process from a restarted one.
+func processStartTime(_ pid: pid_t) -> UInt64? {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")")
+  else { return nil }
+  let fields = stat[stat.index(after: close)...].split(separator: " ")
+  return fields.count > 19 ? UInt64(fields[19]) : nil
 }
 
 /// True while `pid` exists and is not a zombie (a daemon started by a CLI is not our

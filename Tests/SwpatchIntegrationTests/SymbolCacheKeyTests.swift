@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The symbol cache is keyed by the file and its content, never by build id alone.
-@Suite(.serialized) struct SymbolCacheKeyTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct SymbolCacheKeyTests {
   /// Two libraries linked with one `--build-id` and of one size, with their functions in
   /// swapped order: the second attach must run the second library's `compute_sameid`
   /// (x*9), not whatever sits at the first library's offset (`other_sameid`, x*8).

@@ -6,7 +6,7 @@ import Testing
 /// Functions wherever they live (non-PIE executable, own shared library, system library,
 /// dlopened plugin, deleted binary), and the patches that must be refused: build-id pins
 /// that do not hold, IFUNC resolvers. Each success is checked in the fixture's output.
-@Suite(.serialized) struct WhereFunctionsLiveTests {
+@Suite(.serialized, .needsRoot, .needsFixtures) struct WhereFunctionsLiveTests {
   /// A patch file with one function, `object` and extra top-level JSON as given.
   func patch(
     _ ws: Workspace, _ id: String, old: String, new: String, object: String? = nil,
