@@ -30,13 +30,16 @@ let package = Package(
     .target(name: "SwpatchSymbols", dependencies: ["CElfDw", "SwpatchProcess"]),
     // x86-64 encoding of the jumps and trampoline slots; decoding of branches (Capstone).
     .target(name: "SwpatchX86", dependencies: ["CCapstone"]),
+    // The state directory and the socket's location: every path, and the two ways a
+    // state file is written (replaced atomically, appended by the line).
+    .target(name: "SwpatchState", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
     // Pure logic: hooks, func stacks, policies, plans. No I/O.
     .target(name: "SwpatchRegistry"),
     // Executes a plan transactionally inside one stop of the target.
     .target(
       name: "SwpatchPatcher",
       dependencies: [
-        "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "CCrypto",
+        "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "SwpatchState", "CCrypto",
         .product(name: "SystemPackage", package: "swift-system"),
       ]),
     // The daemon: socket protocol, peer credentials, audit log, target watching; and the
@@ -44,7 +47,7 @@ let package = Package(
     .target(
       name: "SwpatchDaemon",
       dependencies: [
-        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess",
+        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "SwpatchState",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -53,12 +56,13 @@ let package = Package(
     .executableTarget(
       name: "swpatch",
       dependencies: [
-        "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
+        "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols", "SwpatchState",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the
     // swpatch binary and times symbol look-ups in-process.
-    .executableTarget(name: "swpatch-bench", dependencies: ["SwpatchSymbols", "SwpatchProcess"]),
+    .executableTarget(
+      name: "swpatch-bench", dependencies: ["SwpatchSymbols", "SwpatchProcess", "SwpatchState"]),
     .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     // Pure checks of process control and the patcher's values: no root, no fixtures.

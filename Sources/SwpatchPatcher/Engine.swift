@@ -307,7 +307,7 @@ public final class Engine: @unchecked Sendable {
   /// target, what was done.
   public func recoverInterruptedOperations() -> [(target: TargetID, message: String)] {
     var done: [(TargetID, String)] = []
-    for leftover in UndoJournal.leftovers(in: store.directory) {
+    for leftover in UndoJournal.leftovers(in: store.state) {
       defer { unlink(leftover.path) }
       let header = leftover.header
       let id = TargetID(pid: header.pid, startTime: header.startTime)
@@ -435,7 +435,7 @@ public final class Engine: @unchecked Sendable {
       do {
         try transaction.checkPages()
         transaction.journal = try UndoJournal(
-          directory: self.store.directory, target: state.id, generation: state.generation)
+          state: self.store.state, target: state.id, generation: state.generation)
         if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }
         let (plan, next) = try body(transaction)
         try session.save(next)

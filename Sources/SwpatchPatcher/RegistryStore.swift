@@ -2,21 +2,17 @@ import Foundation
 import Glibc
 import SwpatchProcess
 import SwpatchRegistry
+import SwpatchState
 
 /// The registry on disk: `registry.json` in the state directory, replaced atomically
 /// (temporary file, rename) after every change and guarded by an exclusive
 /// `flock`, so two commands at once cannot lose each other's changes.
 public final class RegistryStore: @unchecked Sendable {
-  public let directory: String
-  public var registryPath: String { directory + "/registry.json" }
-
-  /// The state directory: `explicit`, else `SWPATCH_STATE_DIR`, else /var/lib/swpatch.
-  public static func defaultDirectory(explicit: String? = nil) -> String {
-    explicit ?? ProcessInfo.processInfo.environment["SWPATCH_STATE_DIR"] ?? "/var/lib/swpatch"
-  }
+  public let state: StateDirectory
+  public var registryPath: String { state.registry }
 
   public init(directory: String) {
-    self.directory = directory
+    state = StateDirectory(directory)
   }
 
   /// A locked view of the registry; `save` persists a target's new state.
@@ -45,7 +41,7 @@ public final class RegistryStore: @unchecked Sendable {
   /// Runs `body` holding the lock, with exited targets already dropped and persisted.
   public func locked<T>(_ body: (Session) throws -> T) throws -> T {
     try ensureDirectory()
-    let lockPath = directory + "/registry.lock"
+    let lockPath = state.registryLock
     let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw StoreError.io(path: lockPath, reason: String(cString: strerror(errno))) }
     defer { close(fd) }
@@ -89,17 +85,16 @@ public final class RegistryStore: @unchecked Sendable {
 
   private func ensureDirectory() throws(StoreError) {
     do {
-      try FileManager.default.createDirectory(
-        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      try state.create()
     } catch {
-      throw .io(path: directory, reason: "cannot create the state directory (\(error.localizedDescription))")
+      throw .io(path: error.path, reason: "cannot create the state directory (\(error.errno))")
     }
   }
 
   private func read() throws(StoreError) -> RegistryState {
-    guard let data = FileManager.default.contents(atPath: registryPath) else { return RegistryState() }
+    guard let data = StateFile.read(registryPath) else { return RegistryState() }
     do {
-      return try JSONDecoder().decode(RegistryState.self, from: data)
+      return try JSONDecoder().decode(RegistryState.self, from: Data(data))
     } catch {
       throw .corrupt(path: registryPath, reason: "\(error)")
     }
@@ -112,18 +107,15 @@ public final class RegistryStore: @unchecked Sendable {
     do { data = try encoder.encode(registry) } catch {
       throw .io(path: registryPath, reason: "cannot encode: \(error)")
     }
-    // Temporary file, then rename: a reader (or our next start after a crash) sees the
-    // old registry or the new one, never half of one. No fsync, deliberately: this runs
-    // while the target is stopped, and the registry describes live processes. A crash
-    // of swpatch leaves the written file in the page cache; a crash of the machine
-    // ends every target, and the next start drops them all anyway.
-    let temporary = registryPath + ".tmp"
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw .io(path: temporary, reason: String(cString: strerror(errno))) }
-    let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-    close(fd)
-    guard written == data.count, rename(temporary, registryPath) == 0 else {
-      throw .io(path: registryPath, reason: String(cString: strerror(errno)))
+    // A reader (or our next start after a crash) sees the old registry or the new one,
+    // never half of one. No fsync, deliberately: this runs while the target is stopped,
+    // and the registry describes live processes. A crash of swpatch leaves the written
+    // file in the page cache; a crash of the machine ends every target, and the next
+    // start drops them all anyway.
+    do {
+      try StateFile.replace(registryPath, with: data)
+    } catch {
+      throw .io(path: error.path, reason: "\(error.errno)")
     }
   }
 }

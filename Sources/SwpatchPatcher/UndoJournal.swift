@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SwpatchProcess
 import SwpatchRegistry
+import SwpatchState
+import SystemPackage
 
 /// A transaction's undo log, kept on disk from its first write into a target until the
 /// registry has recorded the result. If swpatch dies in between, the next daemon puts
@@ -26,21 +28,22 @@ final class UndoJournal {
   }
 
   let path: String
-  private var fd: Int32
+  private var fd: FileDescriptor?
 
   /// Starts the journal of an operation on `target`, whose registry state is at
   /// `generation`.
-  init(directory: String, target: TargetID, generation: UInt64) throws {
-    let folder = directory + "/journal"
-    try FileManager.default.createDirectory(
-      atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    path = folder + "/\(target.pid)-\(target.startTime).log"
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw StoreError.io(path: path, reason: String(cString: strerror(errno))) }
+  init(state: StateDirectory, target: TargetID, generation: UInt64) throws {
+    path = state.journal(pid: target.pid, startTime: target.startTime)
+    do {
+      try state.create(state.journals)
+      fd = try StateFile.openForAppending(path, truncate: true)
+    } catch {
+      throw StoreError.io(path: error.path, reason: "\(error.errno)")
+    }
     try append(Header(pid: target.pid, startTime: target.startTime, generation: generation))
   }
 
-  deinit { if fd >= 0 { close(fd) } }
+  deinit { try? fd?.close() }
 
   /// Records what is at `address` before it is overwritten.
   func record(address: UInt64, previous: [UInt8]) throws {
@@ -49,29 +52,31 @@ final class UndoJournal {
 
   /// The operation is committed (or fully rolled back): the journal is no longer needed.
   func discard() {
-    if fd >= 0 { close(fd) }
-    fd = -1
+    try? fd?.close()
+    fd = nil
     unlink(path)
   }
 
   private func append<T: Encodable>(_ value: T) throws {
+    guard let fd else { return }
     var line = (try? JSONEncoder().encode(value)) ?? Data()
     line.append(0x0a)
-    let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    guard written == line.count else {
-      throw StoreError.io(path: path, reason: String(cString: strerror(errno)))
+    do {
+      try StateFile.append(line, to: fd, path: path)
+    } catch {
+      throw StoreError.io(path: error.path, reason: "\(error.errno)")
     }
   }
 
   /// The journals left behind in `directory` by operations that never finished: each
   /// header with its entries, oldest first. A torn last line (killed mid-append) is
   /// skipped: its write had not been made.
-  static func leftovers(in directory: String) -> [(path: String, header: Header, entries: [Entry])] {
-    let folder = directory + "/journal"
+  static func leftovers(in state: StateDirectory) -> [(path: String, header: Header, entries: [Entry])] {
+    let folder = state.journals
     let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
     return names.filter { $0.hasSuffix(".log") }.sorted().compactMap { name in
       let path = folder + "/" + name
-      guard let data = FileManager.default.contents(atPath: path) else { return nil }
+      guard let data = StateFile.read(path) else { return nil }
       let lines = data.split(separator: 0x0a).map { Data($0) }
       guard let first = lines.first, let header = try? JSONDecoder().decode(Header.self, from: first)
       else {

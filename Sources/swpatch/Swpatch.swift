@@ -4,6 +4,7 @@ import Logging
 import SwpatchDaemon
 import SwpatchPatcher
 import SwpatchRegistry
+import SwpatchState
 import SwpatchSymbols
 
 @main
@@ -59,7 +60,7 @@ struct DaemonLocation: ParsableArguments {
   var stateDir: String?
 
   var socketPath: String { absolute(DaemonProtocol.socketPath(explicit: socket)) }
-  var stateDirectory: String { absolute(RegistryStore.defaultDirectory(explicit: stateDir)) }
+  var stateDirectory: String { absolute(StateDirectory.resolve(explicit: stateDir).path) }
 
   func client() -> DaemonClient { DaemonClient(socketPath: socketPath, stateDirectory: stateDirectory) }
 }
