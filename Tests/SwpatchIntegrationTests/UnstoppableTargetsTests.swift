@@ -3,9 +3,8 @@ import Glibc
 import Testing
 
 /// Targets that our injected calls would kill, or that cannot be stopped for now: each
-/// is refused before anything is touched, or patched safely. Needs root and the built
-/// fixtures (`make fixtures`).
-@Suite(.serialized) struct UnstoppableTargetsTests {
+/// is refused before anything is touched, or patched safely.
+@Suite(.serialized, .needsRoot, .needsFixtures) struct UnstoppableTargetsTests {
   /// In strict mode the first injected mmap would be answered with SIGKILL. The fixture
   /// cannot handle SIGTERM in strict mode (no sigaction, no rt_sigreturn of its own);
   /// its default action ends it, and `Fixture.stop` falls back to SIGKILL.
