@@ -92,6 +92,10 @@ $(FIXOUT)/forker $(FIXOUT)/execer: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# Targets that are hard to stop or to call into: a main thread that has exited, a thread
+# blocked in vfork, seccomp strict mode, and a seccomp filter that kills on memfd_create.
+$(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # A thread holding a lock a library constructor needs (-rdynamic: the library finds it).
 $(FIXOUT)/holder: $(FIX)/holder.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $<
@@ -116,6 +120,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
   $(FIXOUT)/forker $(FIXOUT)/execer \
+  $(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

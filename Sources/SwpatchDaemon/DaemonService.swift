@@ -123,6 +123,7 @@ public final class DaemonService: @unchecked Sendable {
   // MARK: status
 
   private func status(pid: Int32?, caller: PeerCredentials) throws -> StatusResult {
+    if let pid { try TargetProcess.checkIsProcess(pid) }
     let registry = try engine.store.snapshot()
     let visible = registry.targets.filter { target in
       (pid == nil || target.id.pid == pid)

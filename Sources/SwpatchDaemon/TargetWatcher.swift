@@ -5,6 +5,8 @@ import SwpatchRegistry
 
 /// Watches patched targets for exit with one pidfd each, polled on a thread of its
 /// own, so an exit is noticed at once rather than at the next request.
+/// A pidfd polls readable once the whole thread group has exited, not when only the
+/// main thread has (pthread_exit): that process is alive and stays watched.
 final class TargetWatcher: @unchecked Sendable {
   private let lock = NSLock()
   private var watched: [Int32: (fd: Int32, id: TargetID)] = [:]

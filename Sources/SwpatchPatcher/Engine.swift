@@ -117,8 +117,10 @@ public final class Engine: @unchecked Sendable {
   public func attach(
     pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions = .init()
   ) throws -> OperationReport {
-    try retryingWhileBlocked(options) {
-      try attachOnce(pid: pid, patch: file, policy: policy, options: options)
+    try failingAsExited(pid) {
+      try retryingWhileBlocked(options) {
+        try attachOnce(pid: pid, patch: file, policy: policy, options: options)
+      }
     }
   }
 
@@ -238,7 +240,24 @@ public final class Engine: @unchecked Sendable {
   private func change(
     pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
   ) throws -> OperationReport {
-    try retryingWhileBlocked(options) { try changeOnce(pid: pid, options: options, planning: planning) }
+    try failingAsExited(pid) {
+      try retryingWhileBlocked(options) { try changeOnce(pid: pid, options: options, planning: planning) }
+    }
+  }
+
+  /// Runs `body` on `pid`; if it fails and the process has exited (or is being killed)
+  /// since it began, the failure is `processExited`, whichever step noticed first:
+  /// ESRCH from ptrace, a /proc file read empty, a symbol missing from maps that vanished.
+  private func failingAsExited<T>(_ pid: Int32, _ body: () throws -> T) throws -> T {
+    let before = try? TargetProcess.inspect(pid)
+    do {
+      return try body()
+    } catch {
+      if let before, !TargetProcess.isAlive(pid: pid, startTime: before.startTime) {
+        throw ProcessError.processExited(pid: pid)
+      }
+      throw error
+    }
   }
 
   /// One attempt at `enable`/`disable`, as `attachOnce` is for `attach`.

@@ -18,6 +18,12 @@ public func errorCode(_ error: any Error) -> String {
     case .processExited: return "process_exited"
     case .remoteCallTimedOut: return "remote_call_timeout"
     case .remoteCallFaulted: return "remote_call_fault"
+    case .notAProcess: return "not_a_process"
+    case .ownProcess: return "own_process"
+    case .seccompStrict: return "seccomp_strict"
+    case .seccompFilter: return "seccomp_filter"
+    case .vforkInProgress: return "vfork_in_progress"
+    case .stopTimedOut: return "stop_timeout"
     default: return "process_control"
     }
   case let e as SymbolError:

@@ -210,7 +210,7 @@ final class Transaction {
     let identity: FileIdentity
     let handle: UInt64
     do {
-      identity = try FileIdentity(path: "/proc/\(target.pid)/fd/\(fd)")
+      identity = try FileIdentity(path: "\(target.directory)/fd/\(fd)")
     } catch {
       closeMemfd()
       throw error
@@ -218,10 +218,10 @@ final class Transaction {
     let rtldNow: UInt64 = 2
     // The other threads run meanwhile: one that holds a lock dlopen needs can release it,
     // and none is stopped for the length of a library's constructors.
-    try target.releaseOthers(except: target.pid)
+    try target.releaseOthers(except: target.mainThread)
     do {
       handle = try target.call(
-        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/self/fd/\(fd)".utf8) + [0],
+        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/thread-self/fd/\(fd)".utf8) + [0],
         stub: stub, timeout: callTimeout)
     } catch {
       try? target.holdReleasedAgain()
@@ -275,7 +275,7 @@ final class Transaction {
         reason: "memfd_create in the target failed: \(String(cString: strerror(Int32(-fd))))")
     }
     do {
-      try fill("/proc/\(target.pid)/fd/\(fd)", with: library.bytes)
+      try fill("\(target.directory)/fd/\(fd)", with: library.bytes)
     } catch {
       _ = try? target.syscall(Syscall.close, [UInt64(fd)])
       throw PatchError.dlopenFailed(path: library.originalPath, reason: "\(error)")

@@ -16,6 +16,19 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
   case noSyscallInstruction(pid: Int32)
   case io(path: String, errno: Errno)
   case cannotStart(path: String, errno: Errno)
+  /// `tid` is a thread of process `pid`, not a process.
+  case notAProcess(tid: Int32, pid: Int32)
+  /// The daemon (or whoever is running swpatch) was asked to patch itself.
+  case ownProcess(pid: Int32)
+  /// Seccomp strict mode: any system call swpatch injects would kill the target.
+  case seccompStrict(pid: Int32)
+  /// A seccomp filter that swpatch cannot suspend while it injects calls.
+  case seccompFilter(pid: Int32)
+  /// A thread waits in the kernel for its vfork child, and cannot be stopped until the
+  /// child execs or exits.
+  case vforkInProgress(pid: Int32, tid: Int32)
+  /// A thread did not stop within the bound; the target was resumed unchanged.
+  case stopTimedOut(pid: Int32, tid: Int32, seconds: Double)
 
   public var description: String {
     switch self {
@@ -52,6 +65,22 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
       return "found no syscall instruction in the executable mappings of pid \(pid)"
     case .io(let path, let errno):
       return "cannot read \(path): \(errno)"
+    case .notAProcess(let tid, let pid):
+      return "thread \(tid) belongs to process \(pid); patch pid \(pid)"
+    case .ownProcess(let pid):
+      return "pid \(pid) is swpatchd itself; swpatch cannot patch its own daemon"
+    case .seccompStrict(let pid):
+      return
+        "pid \(pid) runs in seccomp strict mode, where any system call swpatch makes in it would kill it; it cannot be patched"
+    case .seccompFilter(let pid):
+      return
+        "pid \(pid) runs under a seccomp filter that swpatch cannot suspend (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and an unfiltered swpatchd); nothing was changed"
+    case .vforkInProgress(let pid, let tid):
+      return
+        "thread \(tid) of pid \(pid) is waiting for its vfork child, and cannot be stopped until the child execs or exits; nothing was changed (retry later)"
+    case .stopTimedOut(let pid, let tid, let seconds):
+      return
+        "thread \(tid) of pid \(pid) did not stop within \(seconds) s (blocked in the kernel?); the target was resumed unchanged (retry later)"
     }
   }
 }

@@ -9,7 +9,7 @@ extension TargetProcess {
   /// read (then nothing is compared).
   public static func execID(of pid: Int32) -> [UInt8]? {
     let atRandom: UInt64 = 25
-    guard let auxv = ProcFile.bytes("/proc/\(pid)/auxv"), auxv.count >= 16 else { return nil }
+    guard let auxv = ProcFile.bytes(directory(of: pid) + "/auxv"), auxv.count >= 16 else { return nil }
     var address: UInt64?
     auxv.withUnsafeBytes { raw in
       for i in stride(from: 0, to: raw.count - 15, by: 16) {
@@ -18,7 +18,7 @@ extension TargetProcess {
       }
     }
     guard let address, address != 0 else { return nil }
-    return read(file: "/proc/\(pid)/mem", at: address, count: 16)
+    return read(file: directory(of: pid) + "/mem", at: address, count: 16)
   }
 
   /// The object file's own bytes behind each of `addresses` in `pid` (`count` bytes
@@ -30,6 +30,7 @@ extension TargetProcess {
   /// anonymous memory or an unreadable file are left out. /proc/PID/maps is read once.
   public static func objectBytes(pid: Int32, at addresses: [UInt64], count: Int) -> [UInt64: [UInt8]] {
     guard !addresses.isEmpty, let maps = try? ProcessMaps.read(pid: pid) else { return [:] }
+    let directory = Self.directory(of: pid)
     var found: [UInt64: [UInt8]] = [:]
     for address in addresses {
       guard let mapping = maps.first(where: { $0.start <= address && address < $0.end }),
@@ -37,7 +38,7 @@ extension TargetProcess {
       else { continue }
       let length = Int(min(UInt64(count), mapping.end - address))
       let offset = mapping.offset + (address - mapping.start)
-      found[address] = read(file: "/proc/\(pid)/map_files/\(mapping.mapFilesName)", at: offset, count: length)
+      found[address] = read(file: directory + "/map_files/\(mapping.mapFilesName)", at: offset, count: length)
     }
     return found
   }

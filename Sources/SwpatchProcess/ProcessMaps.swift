@@ -48,7 +48,9 @@ public struct MapEntry: Sendable, Equatable {
 /// The address-space layout of a process, as /proc/PID/maps shows it.
 public enum ProcessMaps {
   public static func read(pid: Int32) throws(ProcessError) -> [MapEntry] {
-    guard let text = ProcFile.read("/proc/\(pid)/maps") else { throw .noSuchProcess(pid: pid) }
+    guard let text = ProcFile.read(TargetProcess.directory(of: pid) + "/maps") else {
+      throw .noSuchProcess(pid: pid)
+    }
     return text.split(separator: "\n").compactMap(MapEntry.init(line:))
   }
 

@@ -10,6 +10,12 @@ import SystemPackage
 /// thread briefly borrowed for a remote syscall or call, which is restored exactly.
 public final class StoppedTarget {
   public let pid: Int32
+  /// With the pid, which process this is: a liveness check compares both.
+  private let startTime: UInt64
+  /// Where the process's shared /proc files are read (see `TargetProcess.directory`).
+  public let directory: String
+  /// The options every thread is seized with.
+  private let seizeOptions: UInt64
   /// Thread ids held, in the order they were seized.
   public private(set) var threads: [Int32] = []
   /// Signals that arrived while a thread was held; passed on at resume, once each.
@@ -31,24 +37,36 @@ public final class StoppedTarget {
   private var releasedAt: ContinuousClock.Instant?
   private var ranFor: Duration = .zero
 
-  private init(pid: Int32, memory: FileDescriptor) {
-    self.pid = pid
+  private init(process: TargetProcess, memory: FileDescriptor, seizeOptions: UInt64) {
+    self.pid = process.pid
+    self.startTime = process.startTime
+    self.directory = process.directory
     self.memory = memory
+    self.seizeOptions = seizeOptions
     self.firstStop = .now
   }
+
+  /// How long stopping every thread may take before the target is resumed unchanged: a
+  /// thread blocked where no signal reaches it (a vfork parent) stops for nobody.
+  public static let stopBound: Duration = .seconds(2)
 
   /// Seizes and interrupts every thread of `pid`, re-scanning /proc/PID/task until no
   /// thread appears that is not held (threads may be created while we stop the others).
   public static func stop(pid: Int32) throws(ProcessError) -> StoppedTarget {
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
+    // Refused before any thread is stopped: the others would wait for it in vain.
+    if let tid = TargetProcess.threadInVfork(of: pid) { throw .vforkInProgress(pid: pid, tid: tid) }
     let memory: FileDescriptor
     do {
-      memory = try FileDescriptor.open("/proc/\(pid)/mem", .readWrite)
+      memory = try FileDescriptor.open(FilePath(process.directory + "/mem"), .readWrite)
     } catch {
       throw .permissionDenied(pid: pid, what: "open the memory of")
     }
-    let target = StoppedTarget(pid: pid, memory: memory)
+    // Under a seccomp filter the calls we inject could be refused or kill the target;
+    // suspended, the target's own calls are unfiltered too, but only while seized.
+    let suspend = process.seccomp == TargetProcess.seccompFilter ? Self.suspendSeccomp : 0
+    let target = StoppedTarget(process: process, memory: memory, seizeOptions: Self.options | suspend)
     do {
       try target.seizeAllThreads()
     } catch {
@@ -62,57 +80,96 @@ public final class StoppedTarget {
   /// thread the target creates while one of its threads runs under us (being seized, or
   /// borrowed for a remote call) is attached by the kernel and starts stopped, so it can
   /// never run unseen while memory is written.
-  private static let seizeOptions = UInt64(SWP_PTRACE_O_TRACESYSGOOD | SWP_PTRACE_O_TRACECLONE)
+  private static let options = UInt64(SWP_PTRACE_O_TRACESYSGOOD | SWP_PTRACE_O_TRACECLONE)
+  /// PTRACE_O_SUSPEND_SECCOMP: needs CAP_SYS_ADMIN, a tracer under no seccomp itself, and
+  /// a kernel with CONFIG_CHECKPOINT_RESTORE.
+  private static let suspendSeccomp: UInt64 = 1 << 21
+
+  /// The thread that runs remote calls and system calls: the main thread, unless it
+  /// has exited (pthread_exit) while others run on.
+  public var mainThread: Int32 { threads.contains(pid) ? pid : threads.first ?? pid }
+
+  /// Threads whose stop has been waited for since they were seized or adopted.
+  private var settled: Set<Int32> = []
+  /// Threads still listed that have exited: a main thread that called pthread_exit.
+  private var exited: Set<Int32> = []
 
   /// Holds every thread listed in /proc/PID/task, scanning again until a scan finds no
   /// thread that is not held. Threads announced by clone events are held as they come.
+  /// Gives up (the caller resumes) when a thread has not stopped within `stopBound`.
   private func seizeAllThreads() throws(ProcessError) {
+    let deadline = ContinuousClock.now + Self.stopBound
     for _ in 0..<1000 {
       let listed = TargetProcess.threadIDs(of: pid)
       if listed.isEmpty { throw .processExited(pid: pid) }
-      let fresh = listed.filter { !held.contains($0) }
+      let fresh = listed.filter { !held.contains($0) && !exited.contains($0) }
       if fresh.isEmpty { return }
       var seized: [Int32] = []
       for tid in fresh where try seize(tid) { seized.append(tid) }
-      for tid in seized where !held.contains(tid) { try hold(tid) }
+      for tid in seized where !settled.contains(tid) { try waitUntilHeld(tid, by: deadline) }
     }
     throw .unexpectedStop(tid: pid, detail: "threads kept appearing while stopping the target")
   }
 
   /// Seizes and interrupts one thread; false if it exited first. A thread the kernel has
   /// already attached to us (PTRACE_O_TRACECLONE) refuses a second seize with EPERM; it
-  /// is ours and starts in a stop of its own.
+  /// is ours and starts in a stop of its own. A seized thread is listed at once, so
+  /// that `resume` lets it go whatever happens next.
   private func seize(_ tid: Int32) throws(ProcessError) -> Bool {
     do {
-      try Ptrace.call(.seize, tid, 0, Self.seizeOptions)
-      try Ptrace.call(.interrupt, tid)
+      try Ptrace.call(.seize, tid, 0, seizeOptions)
+      track(tid)
+      do {
+        try Ptrace.call(.interrupt, tid)
+      } catch .ptrace(_, _, let errno) where errno == .noSuchProcess {
+        // Exiting since the seize: the wait for its stop reaps it instead.
+      }
       return true
     } catch .ptrace(_, _, let errno) where errno == .noSuchProcess && tid != pid {
       return false  // the thread exited between the scan and the seize
-    } catch .ptrace(_, _, let errno) where errno == .notPermitted {
-      if TargetProcess.isTracedByUs(tid, in: pid) { return true }
+    } catch .ptrace(_, _, let errno) where errno == .notPermitted || errno == .invalidArgument {
+      if TargetProcess.isTracedByUs(tid, in: pid) {
+        track(tid)
+        return true
+      }
+      // An exited thread cannot be seized; a main thread that called pthread_exit stays
+      // a zombie while the others run.
+      let state = TargetProcess.threadState(tid, in: pid)
+      if state == nil || state == "Z" || state == "X" {
+        if TargetProcess.isAlive(pid: pid, startTime: startTime) {
+          exited.insert(tid)
+          return false
+        }
+        throw .processExited(pid: pid)
+      }
       let now = try TargetProcess.inspect(pid)
       if now.tracerPid != 0 && !TargetProcess.isOurThread(now.tracerPid) {
         try now.checkPatchable()
       }
+      if seizeOptions & Self.suspendSeccomp != 0 { throw .seccompFilter(pid: pid) }
       throw .permissionDenied(pid: pid, what: "trace")
     }
   }
 
-  /// Records `tid` as held and waits until it is in a stop that may be resumed by detach.
-  private func hold(_ tid: Int32) throws(ProcessError) {
-    held.insert(tid)
+  /// Lists `tid` among the threads held (and to let go at resume), once.
+  private func track(_ tid: Int32) {
+    guard held.insert(tid).inserted else { return }
     threads.append(tid)
-    try waitUntilHeld(tid)
   }
 
   /// Waits until `tid`, interrupted, sits in an interrupt stop, a group stop or a
   /// signal-delivery stop. Any other stop (a clone event, a syscall stop) consumes the
   /// pending interrupt (the kernel clears it on every trap), so the thread is continued
-  /// and interrupted again; the child a clone event announces is held first.
-  private func waitUntilHeld(_ tid: Int32) throws(ProcessError) {
+  /// and interrupted again; the child a clone event announces is held first. A thread
+  /// that has not stopped by `deadline` fails the operation, naming why if /proc says.
+  private func waitUntilHeld(
+    _ tid: Int32, by deadline: ContinuousClock.Instant = .now + stopBound
+  ) throws(ProcessError) {
     while true {
-      guard let event = try WaitEvent.next(tid) else { continue }
+      guard let event = try nextEvent(tid, by: deadline) else {
+        if TargetProcess.isInVfork(tid, of: pid) { throw .vforkInProgress(pid: pid, tid: tid) }
+        throw .stopTimedOut(pid: pid, tid: tid, seconds: Self.stopBound.seconds)
+      }
       switch event {
       case .gone:
         threads.removeAll { $0 == tid }
@@ -121,18 +178,42 @@ public final class StoppedTarget {
       case .event(Int32(SWP_PTRACE_EVENT_STOP), let signal):
         // An interrupt stop reports SIGTRAP; a group stop reports the stopping signal.
         if signal != SIGTRAP { groupStopped.insert(tid) }
+        settled.insert(tid)
         return
       case .signal(let signal):
         // Held in a signal-delivery stop: the signal is passed on at resume.
         pendingSignals[tid, default: []].append(signal)
         inSignalStop.insert(tid)
+        settled.insert(tid)
         return
       case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
-        try adoptNewThread(announcedBy: tid)
+        try adoptNewThread(announcedBy: tid, by: deadline)
         try continueAndInterrupt(tid)
       case .event, .syscallStop:
         try continueAndInterrupt(tid)
       }
+    }
+  }
+
+  /// The next wait event of `tid`, or nil once `deadline` has passed. Polled rather than
+  /// blocking: a main thread that exits is reported only after every other thread of
+  /// its group has been reaped (by us, for threads we trace), so a blocking wait on it
+  /// while its group dies would never return. A target that dies meanwhile fails at once.
+  private func nextEvent(_ tid: Int32, by deadline: ContinuousClock.Instant) throws(ProcessError)
+    -> WaitEvent?
+  {
+    var spins = 0
+    var lookAgain = ContinuousClock.now + .milliseconds(5)
+    while true {
+      if let event = try WaitEvent.next(tid, noHang: true) { return event }
+      let now = ContinuousClock.now
+      if now >= lookAgain {
+        if !TargetProcess.isAlive(pid: pid, startTime: startTime) { throw .processExited(pid: pid) }
+        lookAgain = now + .milliseconds(5)
+      }
+      if now >= deadline { return nil }
+      spins += 1
+      if spins < 200 { sched_yield() } else { usleep(100) }
     }
   }
 
@@ -148,10 +229,13 @@ public final class StoppedTarget {
 
   /// Holds the thread a clone event announces: the kernel attached it and it starts in
   /// a stop, which must be waited for before any memory is written.
-  private func adoptNewThread(announcedBy parent: Int32) throws(ProcessError) {
+  private func adoptNewThread(
+    announcedBy parent: Int32, by deadline: ContinuousClock.Instant = .now + stopBound
+  ) throws(ProcessError) {
     let tid = Int32(truncatingIfNeeded: try Ptrace.eventMessage(parent))
-    guard tid > 0, !held.contains(tid) else { return }
-    try hold(tid)
+    guard tid > 0, !settled.contains(tid) else { return }
+    track(tid)
+    try waitUntilHeld(tid, by: deadline)
   }
 
   /// Restarts a held thread with `request`; it leaves any signal-delivery-stop.
@@ -195,6 +279,7 @@ public final class StoppedTarget {
     // A running tracee cannot be detached: stop released threads first.
     if !released.isEmpty { try? holdReleasedAgain() }
     guard !threads.isEmpty else { return }
+    var running: [Int32] = []
     for tid in threads {
       var signals = pendingSignals[tid] ?? []
       // A detach passes a signal on only from a signal-delivery-stop; from any other
@@ -202,10 +287,58 @@ public final class StoppedTarget {
       // still held, and it takes them as soon as it runs.
       let first = inSignalStop.contains(tid) && !signals.isEmpty ? signals.removeFirst() : 0
       for signal in signals { _ = swp_tgkill(pid, tid, signal) }
-      _ = try? Ptrace.call(.detach, tid, 0, UInt64(first))
+      if (try? Ptrace.call(.detach, tid, 0, UInt64(first))) == nil { running.append(tid) }
     }
     threads = []
     stoppedFor = ContinuousClock.now - firstStop - ranFor
+    Self.letGo(running, within: .seconds(1))
+  }
+
+  /// Threads that could not be detached because they were not in a stop: dying (killed
+  /// while held, so their exit must be reaped by us before their real parent can see
+  /// it), or seized but not yet stopped (its interrupt is still pending). Each is waited
+  /// for, without blocking, until it exits (reaped) or stops (detached); the rest are
+  /// left to `releaseStrays`. Only ever touched on the tracer thread (there is one:
+  /// `TracerThread.shared`; a detach from any other thread would fail).
+  nonisolated(unsafe) private static var strays: [Int32] = []
+
+  /// Whether some thread still waits to be let go (the tracer thread then polls).
+  static var hasStrays: Bool { !strays.isEmpty }
+
+  private static func letGo(_ tids: [Int32], within bound: Duration) {
+    var left = tids
+    let deadline = ContinuousClock.now + bound
+    while !left.isEmpty {
+      left = left.filter { !release($0) }
+      if left.isEmpty || ContinuousClock.now >= deadline { break }
+      usleep(200)
+    }
+    strays += left
+  }
+
+  /// Lets go of every stray thread that has exited or stopped since.
+  static func releaseStrays() {
+    strays = strays.filter { !release($0) }
+  }
+
+  /// Reaps `tid` if it has exited, detaches it if it has stopped; true when it is no
+  /// longer ours.
+  private static func release(_ tid: Int32) -> Bool {
+    let event: WaitEvent?
+    do {
+      event = try WaitEvent.next(tid, noHang: true)
+    } catch {
+      return true  // not our tracee any more
+    }
+    guard let event else { return false }  // still running
+    switch event {
+    case .gone:
+      return true
+    case .signal(let signal):
+      return (try? Ptrace.call(.detach, tid, 0, UInt64(signal))) != nil
+    default:
+      return (try? Ptrace.call(.detach, tid)) != nil
+    }
   }
 
   // MARK: Memory
@@ -340,7 +473,7 @@ public final class StoppedTarget {
   public func syscall(
     _ number: Int, data: [UInt8], args: (UInt64) -> [UInt64], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
-    let tid = tid ?? pid
+    let tid = tid ?? mainThread
     let saved = try Ptrace.getRegisters(tid)
     var regs = saved
     var xsave: [UInt8]? = nil
@@ -412,8 +545,11 @@ public final class StoppedTarget {
   }
 
   private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
+    let deadline = ContinuousClock.now + .seconds(5)
     while true {
-      guard let event = try WaitEvent.next(tid) else { continue }
+      guard let event = try nextEvent(tid, by: deadline) else {
+        throw .unexpectedStop(tid: tid, detail: "no system call stop within 5 s")
+      }
       switch event {
       case .syscallStop:
         return
@@ -443,7 +579,7 @@ public final class StoppedTarget {
     _ function: UInt64, name: String, args: (UInt64) -> [UInt64], data: [UInt8] = [],
     stub: UInt64, timeout: Duration, in tid: Int32? = nil
   ) throws(ProcessError) -> UInt64 {
-    let tid = tid ?? pid
+    let tid = tid ?? mainThread
     let saved = try Ptrace.getRegisters(tid)
     let savedExtended = try Ptrace.getExtendedState(tid)
     func restore(interrupted: Bool = false) {
@@ -496,16 +632,10 @@ public final class StoppedTarget {
     _ tid: Int32, stub: UInt64, name: String, timeout: Duration
   ) throws(ProcessError) -> UInt64 {
     let deadline = ContinuousClock.now + timeout
-    var spins = 0
     while true {
-      guard let event = try WaitEvent.next(tid, noHang: true) else {
-        if ContinuousClock.now > deadline {
-          try interruptAndWait(tid)
-          throw .remoteCallTimedOut(function: name, tid: tid, seconds: timeout.seconds)
-        }
-        spins += 1
-        if spins < 200 { sched_yield() } else { usleep(100) }
-        continue
+      guard let event = try nextEvent(tid, by: deadline) else {
+        try interruptAndWait(tid)
+        throw .remoteCallTimedOut(function: name, tid: tid, seconds: timeout.seconds)
       }
       switch event {
       case .gone:

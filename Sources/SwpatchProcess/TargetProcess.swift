@@ -11,49 +11,128 @@ public struct TargetProcess: Sendable, Equatable {
   public let tracerPid: Int32
   public let uids: [UInt32]
   public let isKernelThread: Bool
-  /// Exited but not yet reaped by its parent (state Z or X): not a process to patch.
+  /// Exited or being killed: every thread is a zombie (state Z or X), or a SIGKILL is
+  /// pending for the thread group. A zombie main thread whose other threads run (it
+  /// called pthread_exit) is not: that process is alive.
   public let isZombie: Bool
+  /// Where the files the threads share (maps, mem, fd, exe, map_files, root) are read:
+  /// /proc/PID, or /proc/TID of a live thread once the main thread has exited (the
+  /// kernel shows those of the main thread empty then).
+  public let directory: String
+  /// The `Seccomp:` mode of that thread: 0 none, 1 strict, 2 filter.
+  public let seccomp: Int
 
   /// Reads /proc/PID/stat and /proc/PID/status; fails with a clear error when the pid
-  /// does not exist or is a kernel thread.
+  /// does not exist, is a kernel thread, or is a thread of another process.
   public static func inspect(_ pid: Int32) throws(ProcessError) -> TargetProcess {
-    guard pid > 0, let stat = ProcFile.read("/proc/\(pid)/stat")
+    guard pid > 0, let stat = ProcFile.read("/proc/\(pid)/stat"), let leader = parseStat(stat)
     else { throw .noSuchProcess(pid: pid) }
+    let leaderStatus = ProcFile.read("/proc/\(pid)/status") ?? ""
+    try checkIsProcess(pid, status: leaderStatus)
+    var live: Int32? = pid
+    if leader.zombie {
+      live = threadIDs(of: pid).first { threadState($0, in: pid).map { $0 != "Z" && $0 != "X" } ?? false }
+    }
+    // /proc/TID, not /proc/PID/task/TID, which has no map_files.
+    let directory = "/proc/\(live ?? pid)"
+    let status = live == pid ? leaderStatus : ProcFile.read(directory + "/status") ?? leaderStatus
+    let tracer = Int32(statusField("TracerPid:", in: status).first ?? 0)
+    let uids = statusField("Uid:", in: status)
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/exe")) ?? ""
+    let pfKthread: UInt64 = 0x0020_0000
+    return TargetProcess(
+      pid: pid, startTime: leader.start, executable: exe, tracerPid: tracer, uids: uids,
+      isKernelThread: leader.flags & pfKthread != 0,
+      isZombie: live == nil || killPending(status), directory: directory,
+      seccomp: Int(statusField("Seccomp:", in: status).first ?? 0))
+  }
+
+  /// Refuses a thread id that is not its process's id. /proc/TID exists for every
+  /// thread, though `ls /proc` does not list it, so without this a thread would pass
+  /// for a process of its own. A pid that does not exist passes (others report it).
+  public static func checkIsProcess(_ pid: Int32, status: String? = nil) throws(ProcessError) {
+    let text = status ?? ProcFile.read("/proc/\(pid)/status") ?? ""
+    if let tgid = statusField("Tgid:", in: text).first, tgid != 0, tgid != UInt32(pid) {
+      throw .notAProcess(tid: pid, pid: Int32(tgid))
+    }
+  }
+
+  /// State, flags and start time from a /proc/.../stat line.
+  private static func parseStat(_ stat: String) -> (zombie: Bool, flags: UInt64, start: UInt64)? {
     // comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    guard let close = stat.lastIndex(of: ")") else { throw .noSuchProcess(pid: pid) }
+    guard let close = stat.lastIndex(of: ")") else { return nil }
     let rest = stat[stat.index(after: close)...].split(separator: " ")
     // rest[0] is field 3 (state); field N is rest[N - 3].
     guard rest.count > 19, let flags = UInt64(rest[9 - 3]), let start = UInt64(rest[22 - 3])
-    else { throw .noSuchProcess(pid: pid) }
-    let zombie = rest[0] == "Z" || rest[0] == "X"
-    let pfKthread: UInt64 = 0x0020_0000
-    let kernel = flags & pfKthread != 0
-    let status = ProcFile.read("/proc/\(pid)/status") ?? ""
-    let tracer = Int32(statusField("TracerPid:", in: status).first ?? 0)
-    let uids = statusField("Uid:", in: status)
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
-    return TargetProcess(
-      pid: pid, startTime: start, executable: exe, tracerPid: tracer, uids: uids,
-      isKernelThread: kernel, isZombie: zombie)
+    else { return nil }
+    return (rest[0] == "Z" || rest[0] == "X", flags, start)
+  }
+
+  /// A fatal signal sent to the group is added to the shared pending set before any
+  /// thread has died: a process in that state is already lost.
+  private static func killPending(_ status: String) -> Bool {
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("ShdPnd:") }),
+      let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16)
+    else { return false }
+    return mask & (1 << (UInt64(SIGKILL) - 1)) != 0
+  }
+
+  /// The state letter (field 3 of stat) of thread `tid` of `pid`; nil when it is gone.
+  public static func threadState(_ tid: Int32, in pid: Int32) -> Character? {
+    guard let stat = ProcFile.read("/proc/\(pid)/task/\(tid)/stat"),
+      let close = stat.lastIndex(of: ")")
+    else { return nil }
+    return stat[stat.index(after: close)...].first { $0 != " " }
+  }
+
+  /// Where the files of `pid` that its threads share are read (see `directory`).
+  public static func directory(of pid: Int32) -> String {
+    guard let state = threadState(pid, in: pid), state == "Z" || state == "X" else { return "/proc/\(pid)" }
+    return (try? inspect(pid))?.directory ?? "/proc/\(pid)"
+  }
+
+  /// A thread of `pid` that waits in the kernel for its vfork child (state D inside
+  /// vfork, or clone/clone3, which posix_spawn uses with CLONE_VFORK): it stops for
+  /// nobody until the child execs or exits.
+  public static func threadInVfork(of pid: Int32) -> Int32? {
+    threadIDs(of: pid).first { isInVfork($0, of: pid) }
+  }
+
+  /// Whether thread `tid` of `pid` waits for its vfork child (see `threadInVfork`).
+  public static func isInVfork(_ tid: Int32, of pid: Int32) -> Bool {
+    let vforkLike: Set<Substring> = ["56", "58", "435"]  // clone, vfork, clone3
+    guard threadState(tid, in: pid) == "D",
+      let call = ProcFile.read("/proc/\(pid)/task/\(tid)/syscall")?.split(separator: " ").first
+    else { return false }
+    return vforkLike.contains(call)
   }
 
   /// Refuses targets that cannot be patched, before anything is attached.
   public func checkPatchable() throws(ProcessError) {
     if isKernelThread { throw .kernelThread(pid: pid) }
     if isZombie { throw .processExited(pid: pid) }
+    // Seizing our own threads would fail (EPERM) and say nothing useful.
+    if pid == getpid() { throw .ownProcess(pid: pid) }
     if tracerPid != 0 {
       let name =
         (try? String(contentsOfFile: "/proc/\(tracerPid)/comm", encoding: .utf8))?
         .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
       throw .alreadyTraced(pid: pid, tracer: tracerPid, tracerName: name)
     }
+    // Strict mode allows read, write, _exit and sigreturn only: our first mmap would
+    // be answered with SIGKILL.
+    if seccomp == Self.seccompStrict { throw .seccompStrict(pid: pid) }
   }
+
+  /// `Seccomp:` modes of /proc/PID/status.
+  public static let seccompStrict = 1
+  public static let seccompFilter = 2
 
   /// Reads memory of the running process through /proc/PID/mem, without stopping it (as
   /// root, or as a tracer-capable owner); empty when it cannot be read. For pre-flight
   /// checks only: the process may change it right after.
   public func peek(at address: UInt64, count: Int) -> [UInt8] {
-    let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+    let fd = open(directory + "/mem", O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return [] }
     defer { close(fd) }
     var bytes = [UInt8](repeating: 0, count: count)
@@ -80,7 +159,8 @@ public struct TargetProcess: Sendable, Equatable {
     access("/proc/self/task/\(tid)", F_OK) == 0
   }
 
-  /// True while a process with this pid and start time exists and has not exited.
+  /// True while a process with this pid and start time exists and has not exited (nor
+  /// is being killed).
   public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
     guard let current = try? inspect(pid) else { return false }
     return current.startTime == startTime && !current.isZombie

@@ -32,7 +32,17 @@ public final class TracerThread: @unchecked Sendable {
   private func loop() {
     while true {
       condition.lock()
-      while jobs.isEmpty { condition.wait() }
+      while jobs.isEmpty {
+        // A thread we seized but could not detach is let go as soon as it stops.
+        guard StoppedTarget.hasStrays else {
+          condition.wait()
+          continue
+        }
+        condition.unlock()
+        StoppedTarget.releaseStrays()
+        condition.lock()
+        if jobs.isEmpty { _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01)) }
+      }
       let job = jobs.removeFirst()
       condition.unlock()
       job()

@@ -53,9 +53,10 @@ public final class ProcessImage: @unchecked Sendable {
   public init(pid: Int32) throws(SymbolError) {
     self.pid = pid
     guard let maps = try? ProcessMaps.read(pid: pid) else { throw .processGone(pid: pid) }
+    let directory = TargetProcess.directory(of: pid)
     var exeInode: UInt64 = 0
     var info = stat()
-    if stat("/proc/\(pid)/exe", &info) == 0 { exeInode = UInt64(info.st_ino) }
+    if stat(directory + "/exe", &info) == 0 { exeInode = UInt64(info.st_ino) }
     var order: [String] = []
     var groups: [String: [MapEntry]] = [:]
     for entry in maps where entry.isFileBacked {
@@ -69,15 +70,15 @@ public final class ProcessImage: @unchecked Sendable {
     for key in order {
       let mappings = groups[key]!
       guard let first = mappings.min(by: { $0.start < $1.start }) else { continue }
-      let mapFiles = "/proc/\(pid)/map_files/\(first.mapFilesName)"
+      let mapFiles = directory + "/map_files/\(first.mapFilesName)"
       let cleanPath =
         first.path.hasSuffix(" (deleted)") ? String(first.path.dropLast(10)) : first.path
-      let openPath = access(mapFiles, R_OK) == 0 ? mapFiles : "/proc/\(pid)/root\(cleanPath)"
+      let openPath = access(mapFiles, R_OK) == 0 ? mapFiles : directory + "/root\(cleanPath)"
       // Not every mapped file is ELF (locale archives, fonts): skip what libelf rejects.
       guard let elf = try? SymbolCache.shared.file(at: openPath) else { continue }
       files[openPath] = elf
       if !elf.hasSymtab || !elf.hasDebugInfo {
-        debugFiles[openPath] = DebugFiles.find(for: elf, path: cleanPath, fileSystem: "/proc/\(pid)/root")
+        debugFiles[openPath] = DebugFiles.find(for: elf, path: cleanPath, fileSystem: directory + "/root")
       }
       objects.append(
         LoadedObject(

@@ -38,6 +38,9 @@ public struct ThreadStack: Sendable, Equatable {
 /// used on the `TracerThread` that holds the stop, and must not outlive the stop.
 public final class StackUnwinder {
   public let pid: Int32
+  /// The threads held in the stop: only they can be read (a main thread that has
+  /// exited stays listed in /proc/PID/task).
+  private let held: Set<Int32>
   private let dwfl: OpaquePointer
   /// `dwfl_begin` keeps this pointer for the life of the Dwfl: it is freed only in deinit.
   private let callbacks: UnsafeMutablePointer<Dwfl_Callbacks>
@@ -50,6 +53,7 @@ public final class StackUnwinder {
   /// attach itself and every thread would fail with EPERM).
   public init(_ target: StoppedTarget) throws(SymbolError) {
     pid = target.pid
+    held = Set(target.threads)
     callbacks = .allocate(capacity: 1)
     callbacks.initialize(
       to: Dwfl_Callbacks(
@@ -60,7 +64,8 @@ public final class StackUnwinder {
       throw .unwindFailed(pid: target.pid, reason: "dwfl_begin: \(Self.lastError())")
     }
     self.dwfl = dwfl
-    let reported = dwfl_linux_proc_report(dwfl, pid)
+    // /proc/TID/maps of a held thread: the main thread's is empty once it has exited.
+    let reported = dwfl_linux_proc_report(dwfl, target.mainThread)
     guard reported == 0, dwfl_report_end(dwfl, nil, nil) == 0 else {
       let reason = reported > 0 ? String(cString: strerror(reported)) : Self.lastError()
       dwfl_end(dwfl)
@@ -83,7 +88,7 @@ public final class StackUnwinder {
 
   /// The stack of every thread in /proc/PID/task, innermost frame first.
   public func stacks() throws(SymbolError) -> [ThreadStack] {
-    let collector = Collector()
+    let collector = Collector(held: held)
     let box = Unmanaged.passRetained(collector)
     defer { box.release() }
     let result = dwfl_getthreads(
@@ -107,11 +112,19 @@ public final class StackUnwinder {
   /// Gathers frames from libdwfl's C callbacks, which can carry no Swift context but
   /// the one pointer handed through.
   private final class Collector {
+    let held: Set<Int32>
     var stacks: [ThreadStack] = []
     var frames: [StackFrame] = []
     var frameError: String?
 
+    init(held: Set<Int32>) {
+      self.held = held
+    }
+
     func unwind(_ thread: OpaquePointer) {
+      // Never unwound: libdwfl cannot read its registers, and a failed read leaves its
+      // state claiming a thread is attached, which aborts the next thread's unwind.
+      guard held.contains(Int32(dwfl_thread_tid(thread))) else { return }
       frames = []
       frameError = nil
       let me = Unmanaged.passUnretained(self).toOpaque()
