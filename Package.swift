@@ -25,21 +25,27 @@ let package = Package(
     // Process control: ptrace sessions on one thread, memory, remote syscalls and calls.
     .target(
       name: "SwpatchProcess",
-      dependencies: ["CSwpatchShim", .product(name: "SystemPackage", package: "swift-system")]),
+      dependencies: ["CSwpatchShim", "SwpatchBase", .product(name: "SystemPackage", package: "swift-system")]),
     // Symbols: ELF symbol tables and load bias of the objects process control finds mapped.
-    .target(name: "SwpatchSymbols", dependencies: ["CElfDw", "SwpatchProcess"]),
+    .target(name: "SwpatchSymbols", dependencies: ["CElfDw", "SwpatchProcess", "SwpatchBase"]),
     // x86-64 encoding of the jumps and trampoline slots; decoding of branches (Capstone).
-    .target(name: "SwpatchX86", dependencies: ["CCapstone"]),
+    .target(name: "SwpatchX86", dependencies: ["CCapstone", "SwpatchBase"]),
     // The state directory and the socket's location: every path, and the two ways a
     // state file is written (replaced atomically, appended by the line).
-    .target(name: "SwpatchState", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
+    .target(
+      name: "SwpatchState",
+      dependencies: ["SwpatchBase", .product(name: "SystemPackage", package: "swift-system")]),
+    // The bottom of every module: error codes (CodedError) and the hex form of addresses
+    // and bytes. Pure.
+    .target(name: "SwpatchBase"),
     // Pure logic: hooks, func stacks, policies, plans. No I/O.
-    .target(name: "SwpatchRegistry"),
+    .target(name: "SwpatchRegistry", dependencies: ["SwpatchBase"]),
     // Executes a plan transactionally inside one stop of the target.
     .target(
       name: "SwpatchPatcher",
       dependencies: [
-        "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "SwpatchState", "CCrypto",
+        "SwpatchBase", "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "SwpatchState",
+        "CCrypto",
         .product(name: "SystemPackage", package: "swift-system"),
       ]),
     // The daemon: socket protocol, peer credentials, audit log, target watching; and the
@@ -47,7 +53,7 @@ let package = Package(
     .target(
       name: "SwpatchDaemon",
       dependencies: [
-        "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "SwpatchState",
+        "SwpatchBase", "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "SwpatchState",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -56,17 +62,19 @@ let package = Package(
     .executableTarget(
       name: "swpatch",
       dependencies: [
-        "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols", "SwpatchState",
+        "SwpatchBase", "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols", "SwpatchState",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the
     // swpatch binary and times symbol look-ups in-process.
     .executableTarget(
       name: "swpatch-bench", dependencies: ["SwpatchSymbols", "SwpatchProcess", "SwpatchState"]),
-    .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry"]),
+    .testTarget(name: "SwpatchRegistryTests", dependencies: ["SwpatchRegistry", "SwpatchBase"]),
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     // Pure checks of process control and the patcher's values: no root, no fixtures.
-    .testTarget(name: "SwpatchUnitTests", dependencies: ["SwpatchProcess", "SwpatchPatcher"]),
+    .testTarget(
+      name: "SwpatchUnitTests",
+      dependencies: ["SwpatchBase", "SwpatchProcess", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
       dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),

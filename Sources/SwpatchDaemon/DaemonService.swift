@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchBase
 import SwpatchPatcher
 import SwpatchProcess
 import SwpatchRegistry

@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchBase
 import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols
@@ -24,8 +25,9 @@ struct GuardedCode: Equatable {
   var label: String { symbol == version.name ? symbol : "\(symbol) (part of \(version.name))" }
 }
 
-/// A thread found inside guarded code, or one whose stack could not be read at all.
-enum StackBlocker: Equatable, CustomStringConvertible {
+/// A thread found inside guarded code, or one whose stack could not be read at all
+/// (not the registry's `StackBlocker`, a hook that blocks a disable under `stack`).
+enum BlockingThread: Equatable, CustomStringConvertible {
   case inside(tid: Int32, function: String, frame: StackFrame)
   case unreadable(tid: Int32, reason: String)
 
@@ -42,7 +44,7 @@ enum StackBlocker: Equatable, CustomStringConvertible {
 /// Thrown inside the stop when a thread blocks the switch; the retry loop catches it
 /// after the target has been resumed and nothing changed.
 struct StackBlocked: Error {
-  var blocker: StackBlocker
+  var blocker: BlockingThread
 }
 
 /// The stack check of one attempt: the guarded code, and the unwinding in the stop.
@@ -75,7 +77,7 @@ final class StackCheck {
   /// Unwinds every thread of the stopped target and returns the first frame inside
   /// guarded code (innermost first: the frame that will run soonest), or nil. Runs on
   /// the tracer thread, inside the stop.
-  func firstBlocker(in target: StoppedTarget) throws -> StackBlocker? {
+  func firstBlocker(in target: StoppedTarget) throws -> BlockingThread? {
     guard !guarded.isEmpty else { return nil }
     let stacks = try StackUnwinder(target).stacks()
     for stack in stacks {

@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchBase
 import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols

@@ -1,3 +1,4 @@
+import SwpatchBase
 import SwpatchRegistry
 
 /// Why the patcher refused or abandoned an operation. The target is unchanged whenever
@@ -46,7 +47,7 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       return "function '\(function)' is \(size) bytes long; a jump needs \(needed) (patch a caller instead)"
     case .noMemoryNearby(let address):
       return
-        "no free memory within ±2 GiB of 0x\(String(address, radix: 16)) for a trampoline, and the function is too short for a 14-byte absolute jump"
+        "no free memory within ±2 GiB of \(hexAddress(address)) for a trampoline, and the function is too short for a 14-byte absolute jump"
     case .mmapFailed:
       return "mmap in the target failed; the target may be out of memory or address space"
     case .noLoader(let function):
@@ -55,12 +56,12 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       return "the target could not load \(path): \(reason)"
     case .drift(let oldAddr, let detail):
       return
-        "memory at 0x\(String(oldAddr, radix: 16)) is not what the registry recorded (\(detail)); something else changed the target, run `swpatch status`"
+        "memory at \(hexAddress(oldAddr)) is not what the registry recorded (\(detail)); something else changed the target, run `swpatch status`"
     case .notPatched(let pid):
       return "pid \(pid) has no swpatch patches; see `swpatch status`"
     case .threadInRewrittenBytes(let tid, let address):
       return
-        "thread \(tid) stays at 0x\(String(address, radix: 16)), inside bytes this operation rewrites, after being let run to leave them; nothing was changed, retry"
+        "thread \(tid) stays at \(hexAddress(address)), inside bytes this operation rewrites, after being let run to leave them; nothing was changed, retry"
     case .buildIDMismatch(let object, let expected, let actual):
       guard let actual else {
         return
@@ -78,26 +79,50 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
       return "signature mismatch: \(old) vs \(new); use --force to patch anyway"
     case .branchIntoEntry(let function, let from, let to, let entry):
       return
-        "function '\(function)' has a branch (at 0x\(String(from, radix: 16))) back to \(function)+\(to - entry), inside the bytes the entry jump overwrites; it cannot be patched safely (patch its callers instead)"
+        "function '\(function)' has a branch (at \(hexAddress(from))) back to \(function)+\(to - entry), inside the bytes the entry jump overwrites; it cannot be patched safely (patch its callers instead)"
     case .stackCheckTimedOut(let blocker, let retriedFor, let retries):
       return
         "\(blocker); retried for \(formatSeconds(retriedFor)) s (\(retries) retries); nothing was changed; try again later or use --consistency entry"
     case .unknownFunctionSize(let function, let address):
       return
-        "cannot check stacks for '\(function)' at 0x\(String(address, radix: 16)): its symbol has no size; nothing was changed; use --consistency entry"
+        "cannot check stacks for '\(function)' at \(hexAddress(address)): its symbol has no size; nothing was changed; use --consistency entry"
     case .entryModified(let function, let address, let found, let file, let inherited):
       let why =
         inherited
         ? "it holds a swpatch jump inherited from a patched parent whose hooks no longer match this process"
         : "another tool (a debugger, Frida) may have written there"
       return
-        "the entry of '\(function)' at 0x\(String(address, radix: 16)) holds \(hexBytes(found)), not the object file's \(hexBytes(file)); \(why); nothing was changed"
+        "the entry of '\(function)' at \(hexAddress(address)) holds \(hexBytes(found)), not the object file's \(hexBytes(file)); \(why); nothing was changed"
     case .pageNotOurs(let address):
       return
-        "the trampoline page at 0x\(String(address, radix: 16)) no longer holds swpatch's header (did the process run execve?); nothing was written; run `swpatch status`"
+        "the trampoline page at \(hexAddress(address)) no longer holds swpatch's header (did the process run execve?); nothing was written; run `swpatch status`"
     case .libraryHasConstructors(let path, let functions):
       return
         "library \(path) runs code when loaded (\(functions.joined(separator: ", "))); a constructor that aborts, exits or blocks would take the target down with it; move that code out of constructors, or pass --allow-constructors"
+    }
+  }
+}
+
+extension PatchError: CodedError {
+  public var code: String {
+    switch self {
+    case .libraryMissing: return "bad_library"
+    case .tooShort: return "function_too_short"
+    case .noMemoryNearby, .mmapFailed: return "no_memory"
+    case .noLoader, .dlopenFailed: return "load_failed"
+    case .drift: return "drift"
+    case .notPatched: return "not_patched"
+    case .threadInRewrittenBytes: return "thread_in_rewritten_bytes"
+    case .buildIDMismatch: return "build_id_mismatch"
+    case .ifunc: return "ifunc"
+    case .libraryStore: return "state_dir"
+    case .signatureMismatch: return "signature_mismatch"
+    case .branchIntoEntry: return "branch_into_entry"
+    case .stackCheckTimedOut: return "stack_check_timeout"
+    case .unknownFunctionSize: return "unknown_function_size"
+    case .entryModified: return "entry_modified"
+    case .pageNotOurs: return "page_not_ours"
+    case .libraryHasConstructors: return "library_has_constructors"
     }
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchBase
 
 /// A patch file as the operator wrote it (docs/patch-format.md), validated strictly:
 /// unknown keys, wrong types and empty lists are errors, so a typo never passes silently.
@@ -125,7 +126,9 @@ public struct PatchFile: Sendable, Equatable {
 }
 
 /// A patch file that cannot be used, and why.
-public struct PatchFileError: Error, CustomStringConvertible, Sendable {
+public struct PatchFileError: CodedError, Sendable {
+  public var code: String { "bad_patch_file" }
+
   public let path: String
   public let problem: String
 

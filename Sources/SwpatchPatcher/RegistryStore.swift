@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwpatchBase
 import SwpatchProcess
 import SwpatchRegistry
 import SwpatchState
@@ -121,7 +122,9 @@ public final class RegistryStore: @unchecked Sendable {
 }
 
 /// The state directory could not be used.
-public enum StoreError: Error, CustomStringConvertible, Sendable {
+public enum StoreError: CodedError, Sendable {
+  public var code: String { "state_dir" }
+
   case io(path: String, reason: String)
   case corrupt(path: String, reason: String)
 

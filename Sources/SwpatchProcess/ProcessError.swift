@@ -1,3 +1,4 @@
+import SwpatchBase
 import SystemPackage
 
 /// Everything that can go wrong while controlling a target process.
@@ -50,7 +51,7 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case .memory(let address, let count, let write, let errno):
       let verb = write ? "write" : "read"
       let why = errno.map { ": \($0)" } ?? " (short transfer)"
-      return "cannot \(verb) \(count) bytes at 0x\(String(address, radix: 16)) in the target\(why)"
+      return "cannot \(verb) \(count) bytes at \(hexAddress(address)) in the target\(why)"
     case .unexpectedStop(let tid, let detail):
       return "thread \(tid) stopped unexpectedly: \(detail)"
     case .remoteCallTimedOut(let function, let tid, let seconds):
@@ -58,7 +59,7 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
         "\(function) in the target (thread \(tid)) did not return within \(seconds) s; the thread was restored (it may hold the loader or malloc lock; retry later)"
     case .remoteCallFaulted(let function, let tid, let signal, let rip):
       return
-        "\(function) in the target (thread \(tid)) faulted with signal \(signal) at 0x\(String(rip, radix: 16)); the thread was restored"
+        "\(function) in the target (thread \(tid)) faulted with signal \(signal) at \(hexAddress(rip)); the thread was restored"
     case .remoteSyscallFailed(let name, let errno):
       return "\(name) in the target failed: \(errno)"
     case .noSyscallInstruction(let pid):
@@ -81,6 +82,28 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case .stopTimedOut(let pid, let tid, let seconds):
       return
         "thread \(tid) of pid \(pid) did not stop within \(seconds) s (blocked in the kernel?); the target was resumed unchanged (retry later)"
+    }
+  }
+}
+
+extension ProcessError: CodedError {
+  public var code: String {
+    switch self {
+    case .noSuchProcess: return "no_such_process"
+    case .kernelThread: return "kernel_thread"
+    case .alreadyTraced: return "already_traced"
+    case .permissionDenied: return "permission_denied"
+    case .processExited: return "process_exited"
+    case .remoteCallTimedOut: return "remote_call_timeout"
+    case .remoteCallFaulted: return "remote_call_fault"
+    case .notAProcess: return "not_a_process"
+    case .ownProcess: return "own_process"
+    case .seccompStrict: return "seccomp_strict"
+    case .seccompFilter: return "seccomp_filter"
+    case .vforkInProgress: return "vfork_in_progress"
+    case .stopTimedOut: return "stop_timeout"
+    case .ptrace, .memory, .unexpectedStop, .remoteSyscallFailed, .noSyscallInstruction, .io, .cannotStart:
+      return "process_control"
     }
   }
 }

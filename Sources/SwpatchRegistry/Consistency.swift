@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// A version of a function that an operation switches away from. Under stack
 /// consistency no thread may be executing it (at any depth of its stack) when the
 /// switch is made, or that thread would go on running code the operation retires.

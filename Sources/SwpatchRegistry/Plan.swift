@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// One memory change the patcher must make in the target.
 public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
   /// Create a slot whose cell points to `target`, then write the entry jump to it.

@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// The decided next state, minus the installs only the patcher can supply.
 struct Outcome {
   var policy: DisablePolicy

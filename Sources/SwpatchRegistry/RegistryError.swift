@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// A hook that keeps a patch from being disabled under policy `stack`.
 public struct StackBlocker: Equatable, Sendable, Codable {
   public var function: String
@@ -13,7 +15,7 @@ public struct StackBlocker: Equatable, Sendable, Codable {
 }
 
 /// Why the registry refused an operation; nothing was changed when one is thrown.
-public enum RegistryError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum RegistryError: CodedError, Equatable, Sendable {
   case alreadyApplied(id: String, pid: Int32, state: PatchState)
   case policyMismatch(pid: Int32, existing: DisablePolicy, requested: DisablePolicy)
   case unknownPatch(id: String, pid: Int32, known: [String])

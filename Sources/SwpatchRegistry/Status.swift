@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// What `swpatch status` shows; its JSON keys are a contract for scripts.
 public struct StatusReport: Equatable, Sendable, Codable {
   public var targets: [TargetStatus]

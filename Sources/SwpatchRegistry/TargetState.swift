@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// Everything swpatch knows about one patched process; changed only by committing a plan.
 public struct TargetState: Equatable, Sendable, Codable {
   public let id: TargetID

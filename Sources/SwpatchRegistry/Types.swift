@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// Which patches may be disabled: only the top of every func stack, or any of them.
 public enum DisablePolicy: String, Sendable, Codable, Equatable, CaseIterable {
   case stack

@@ -1,4 +1,5 @@
 import Glibc
+import SwpatchBase
 import SystemPackage
 
 /// The daemon's state directory (`/var/lib/swpatch`, `SWPATCH_STATE_DIR`, `--state-dir`):
@@ -79,7 +80,9 @@ public struct SocketLocation: Sendable, Equatable {
 }
 
 /// A file of the state directory that could not be written or read.
-public struct StateFileError: Error, Sendable, CustomStringConvertible {
+public struct StateFileError: CodedError, Sendable {
+  public var code: String { "state_dir" }
+
   public let path: String
   public let errno: Errno
 

@@ -1,6 +1,7 @@
 import CElfDw
 import Foundation
 import Glibc
+import SwpatchBase
 
 /// How a symbol is bound (`STB_*`).
 public enum SymbolBinding: String, Sendable, Codable {
@@ -252,7 +253,7 @@ public final class ElfFile: @unchecked Sendable {
     for (name, symbols) in byName {
       for symbol in symbols where symbol.kind.isCode { named[symbol.value] = name }
     }
-    func name(_ address: UInt64) -> String { named[address] ?? "0x" + String(address, radix: 16) }
+    func name(_ address: UInt64) -> String { named[address] ?? hexAddress(address) }
     var found: [String] = []
     for (i, address) in initArray.enumerated() where address != 0 {
       if hasSymtab ? named[address] == "frame_dummy" : i == 0 { continue }

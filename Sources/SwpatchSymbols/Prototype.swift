@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// A C type as DWARF describes it, kept as written (typedef names, qualifiers) for
 /// printing, with a `canonical` form for comparing calling conventions.
 public indirect enum DwarfType: Sendable, Equatable {
@@ -55,7 +57,7 @@ public indirect enum DwarfType: Sendable, Equatable {
     case .array(let type): return "\(type.rendered) []"
     case .function(let returns, let parameters, let variadic):
       return "\(returns.rendered) (\(Prototype.list(parameters, variadic: variadic)))"
-    case .unknown(let tag): return "<DWARF tag 0x\(String(tag, radix: 16))>"
+    case .unknown(let tag): return "<DWARF tag \(hexAddress(UInt64(tag)))>"
     }
   }
 }

@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// Why a function could not be found, or an object could not be used.
 public enum SymbolError: Error, CustomStringConvertible, Sendable {
   case processGone(pid: Int32)
@@ -36,7 +38,7 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
         "function '\(name)' is defined in several objects (\(objects.joined(separator: ", "))); set `object` in the patch file to one of them"
     case .ambiguous(let name, let candidates):
       let list = candidates.map {
-        "sympos \($0.sympos) at 0x\(String($0.address, radix: 16)) in \($0.object)"
+        "sympos \($0.sympos) at \(hexAddress($0.address)) in \($0.object)"
       }.joined(separator: ", ")
       return "function '\(name)' is ambiguous (\(list)); set `sympos` in the patch file to pick one"
     case .symposOutOfRange(let name, let sympos, let count):
@@ -46,6 +48,20 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
     case .unwindFailed(let pid, let reason):
       return
         "cannot unwind the stacks of pid \(pid) (\(reason)); nothing was changed; use --consistency entry to patch without the stack check"
+    }
+  }
+}
+
+extension SymbolError: CodedError {
+  public var code: String {
+    switch self {
+    case .processGone: return "no_such_process"
+    case .badLibrary, .cannotOpen: return "bad_library"
+    case .notFound, .notInLibrary: return "symbol_not_found"
+    case .objectNotLoaded: return "object_not_loaded"
+    case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
+    case .notAFunction: return "not_a_function"
+    case .unwindFailed: return "stack_unwind_failed"
     }
   }
 }

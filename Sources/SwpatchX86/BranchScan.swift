@@ -1,4 +1,5 @@
 import CCapstone
+import SwpatchBase
 
 /// A direct jump or call found in decoded code: where it is and where it lands.
 public struct DirectBranch: Sendable, Equatable, CustomStringConvertible {
@@ -9,7 +10,7 @@ public struct DirectBranch: Sendable, Equatable, CustomStringConvertible {
     self.to = to
   }
   public var description: String {
-    "0x\(String(from, radix: 16)) -> 0x\(String(to, radix: 16))"
+    "\(hexAddress(from)) -> \(hexAddress(to))"
   }
 }
 

@@ -1,4 +1,5 @@
 import CCapstone
+import SwpatchBase
 
 /// The first instructions of a function, re-encoded to run at another address and
 /// followed by a jump back to the rest of the function: what an entry jump overwrote,
@@ -31,7 +32,9 @@ public struct RelocatedPrologue: Sendable, Equatable {
 }
 
 /// Why a prologue cannot be moved. The caller refuses the operation with this reason.
-public enum RelocationError: Error, Sendable, Equatable, CustomStringConvertible {
+public enum RelocationError: CodedError, Sendable, Equatable {
+  public var code: String { "prologue_not_relocatable" }
+
   /// Capstone could not decode the bytes at this offset.
   case undecodable(offset: Int)
   /// An instruction whose meaning depends on where it is and that has no longer form

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SwpatchBase
 import SwpatchDaemon
 import SwpatchPatcher
 import SwpatchRegistry

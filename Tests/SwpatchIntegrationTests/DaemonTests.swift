@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwpatchBase
 import Testing
 
 /// Sends raw bytes to the workspace's daemon and returns what comes back before the

@@ -1,3 +1,4 @@
+import SwpatchBase
 import Testing
 
 @testable import SwpatchRegistry

@@ -1,4 +1,5 @@
 import Foundation
+import SwpatchBase
 import Testing
 
 @testable import SwpatchRegistry

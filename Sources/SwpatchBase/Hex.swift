@@ -1,3 +1,5 @@
+import SwpatchBase
+
 /// Formats an address the way every swpatch output shows it: lowercase hex with a 0x prefix.
 public func hexAddress(_ value: UInt64) -> String {
   "0x" + String(value, radix: 16)
@@ -14,7 +16,8 @@ public func hexBytes(_ bytes: [UInt8]) -> String {
   bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
-func parseHexBytes(_ text: String) -> [UInt8]? {
+/// Parses `hexBytes`' form back into bytes; nil when it is not an even run of hex digits.
+public func parseHexBytes(_ text: String) -> [UInt8]? {
   let chars = Array(text.utf8)
   guard chars.count % 2 == 0 else { return nil }
   var out: [UInt8] = []
@@ -31,17 +34,17 @@ func parseHexBytes(_ text: String) -> [UInt8]? {
 // Addresses are encoded as hex strings so JSON readers never see them rounded through a double
 // and humans can compare them with /proc/PID/maps.
 extension KeyedEncodingContainer {
-  mutating func encodeHex(_ value: UInt64, forKey key: Key) throws {
+  public mutating func encodeHex(_ value: UInt64, forKey key: Key) throws {
     try encode(hexAddress(value), forKey: key)
   }
 
-  mutating func encodeHexBytes(_ value: [UInt8], forKey key: Key) throws {
+  public mutating func encodeHexBytes(_ value: [UInt8], forKey key: Key) throws {
     try encode(hexBytes(value), forKey: key)
   }
 }
 
 extension KeyedDecodingContainer {
-  func decodeHex(forKey key: Key) throws -> UInt64 {
+  public func decodeHex(forKey key: Key) throws -> UInt64 {
     let text = try decode(String.self, forKey: key)
     guard let value = parseHexAddress(text) else {
       throw DecodingError.dataCorruptedError(
@@ -50,12 +53,42 @@ extension KeyedDecodingContainer {
     return value
   }
 
-  func decodeHexBytes(forKey key: Key) throws -> [UInt8] {
+  public func decodeHexBytes(forKey key: Key) throws -> [UInt8] {
     let text = try decode(String.self, forKey: key)
     guard let value = parseHexBytes(text) else {
       throw DecodingError.dataCorruptedError(
         forKey: key, in: self, debugDescription: "expected hex bytes like f30f1efa, got '\(text)'")
     }
     return value
+  }
+}
+
+/// An address in a target, written as every swpatch output shows it (`0x55d0c0ffee00`):
+/// in JSON as that string, so no reader rounds it through a double, and in text.
+public struct Address: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+  public var value: UInt64
+
+  public init(_ value: UInt64) {
+    self.value = value
+  }
+
+  public var description: String { hexAddress(value) }
+
+  public static func < (lhs: Address, rhs: Address) -> Bool { lhs.value < rhs.value }
+
+  public init(from decoder: any Decoder) throws {
+    let text = try decoder.singleValueContainer().decode(String.self)
+    guard let value = parseHexAddress(text) else {
+      throw DecodingError.dataCorrupted(
+        .init(
+          codingPath: decoder.codingPath,
+          debugDescription: "expected a hex address like 0x1234, got '\(text)'"))
+    }
+    self.value = value
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
   }
 }

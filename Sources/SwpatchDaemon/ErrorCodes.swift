@@ -1,0 +1,7 @@
+import SwpatchBase
+
+extension ErrorBody: CodedError {}
+
+extension DaemonStartError: CodedError {
+  public var code: String { "daemon_start" }
+}
