@@ -36,6 +36,7 @@ public final class DaemonService: @unchecked Sendable {
   /// Loads the registry, drops targets that are gone (audited), watches the rest and
   /// verifies each hook against the target's memory.
   public func start() throws {
+    engine.libraries.removeLeftovers()
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
     for (id, message) in engine.recoverInterruptedOperations() {
       audit.append(

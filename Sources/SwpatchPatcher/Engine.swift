@@ -113,21 +113,30 @@ public final class Engine: @unchecked Sendable {
   public func attach(
     pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions = .init()
   ) throws -> OperationReport {
-    try retryingWhileBlocked(options) {
-      try attachOnce(pid: pid, patch: file, policy: policy, options: options)
+    let process = try TargetProcess.inspect(pid)
+    try process.checkPatchable()
+    // Admitted once for every attempt; everything from here on reads the admitted copy,
+    // never the operator's path again. A copy that ends up not loaded is removed, so
+    // refused attaches leave nothing in the store.
+    let stored = try libraries.admit(file.library)
+    var loaded = false
+    defer { if !loaded { libraries.release(stored) } }
+    let report = try retryingWhileBlocked(options) {
+      try attachOnce(pid: pid, patch: file, stored: stored, policy: policy, options: options)
     }
+    loaded = !report.dryRun
+    return report
   }
 
   /// One attempt at `attach`; under `stack` consistency it throws `StackBlocked`, having
   /// changed nothing, while a thread is inside what the patch switches away from.
   private func attachOnce(
-    pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions
+    pid: Int32, patch file: PatchFile, stored: StoredLibrary, policy: DisablePolicy?,
+    options: OperationOptions
   ) throws -> OperationReport {
     let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
-    // Everything from here on reads the admitted copy, never the operator's path again.
-    let stored = try libraries.admit(file.library)
     let library = try openLibrary(stored.path, shownAs: file.library)
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
     return try store.locked { session in

@@ -32,7 +32,7 @@ public func errorCode(_ error: any Error) -> String {
     }
   case let e as PatchError:
     switch e {
-    case .libraryMissing: return "bad_library"
+    case .libraryMissing, .libraryUnusable: return "bad_library"
     case .tooShort: return "function_too_short"
     case .noMemoryNearby, .mmapFailed: return "no_memory"
     case .noLoader, .dlopenFailed: return "load_failed"
