@@ -95,6 +95,10 @@ public final class DaemonService: @unchecked Sendable {
     guard let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
       throw ErrorBody(code: "bad_request", message: "the request is not a JSON object on one line")
     }
+    if let key = DuplicateKeys.first(in: line) {
+      throw ErrorBody(
+        code: "bad_request", message: "the request has the key '\(key)' twice; each key may appear once")
+    }
     guard let version = object["v"] as? Int else {
       throw ErrorBody(code: "bad_request", message: "the request has no protocol version 'v'")
     }
@@ -249,6 +253,12 @@ extension Request {
     func missing(_ field: String) -> ErrorBody {
       ErrorBody(code: "bad_request", message: "'\(op.rawValue)' needs '\(field)'")
     }
+    // A pid is used with kill, /proc and ptrace: 0 and negatives mean process groups
+    // or nothing there, so only a real process id passes.
+    if let pid, pid < 1 {
+      throw ErrorBody(
+        code: "bad_request", message: "'pid' must be a process id (an integer >= 1), not \(pid)")
+    }
     switch op {
     case .attach:
       guard pid != nil else { throw missing("pid") }
@@ -256,7 +266,13 @@ extension Request {
       guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
     case .enable, .disable:
       guard pid != nil else { throw missing("pid") }
-      guard patchID != nil else { throw missing("patch_id") }
+      guard let patchID else { throw missing("patch_id") }
+      guard patchID.count <= PatchFile.maxIDLength else {
+        throw ErrorBody(
+          code: "bad_request",
+          message:
+            "'patch_id' is \(patchID.count) characters long; patch ids are at most \(PatchFile.maxIDLength)")
+      }
     case .status, .log, .ping:
       break
     }
@@ -273,7 +289,9 @@ private func describe(_ error: any Error) -> String {
   case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
   case .typeMismatch(_, let context), .valueNotFound(_, let context):
     return "'\(path(context))' has the wrong type"
-  case .dataCorrupted(let context): return "'\(path(context))' is invalid"
+  case .dataCorrupted(let context):
+    // Our own checks (OperationOptions' bounds) say what a valid value is.
+    return "'\(path(context))' is invalid: \(context.debugDescription)"
   @unknown default: return "\(error)"
   }
 }

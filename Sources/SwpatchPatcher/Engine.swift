@@ -84,9 +84,32 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
     consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
     retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
+    // A request line is anyone's input: the CLI's bounds hold here too, so no value
+    // (1e300, a negative) reaches a conversion that would trap and take the daemon down.
+    guard Self.loadTimeoutRange.contains(loadTimeout), loadTimeout > 0 else {
+      throw DecodingError.dataCorruptedError(
+        forKey: .loadTimeout, in: c,
+        debugDescription: "must be a number of seconds above 0 and at most \(Int(Self.maxSeconds))")
+    }
+    guard Self.retryForRange.contains(retryFor) else {
+      throw DecodingError.dataCorruptedError(
+        forKey: .retryFor, in: c,
+        debugDescription: "must be a number of seconds from 0 to \(Int(Self.maxSeconds))")
+    }
   }
 
-  var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
+  /// The longest `load_timeout` and `retry_for`, in seconds (the CLI's bound too).
+  public static let maxSeconds = 600.0
+  static let loadTimeoutRange = 0.0...maxSeconds
+  static let retryForRange = 0.0...maxSeconds
+
+  /// Checked even though decoding bounds `loadTimeout`: a caller of the library API may
+  /// set any Double, and a trap here would kill the daemon.
+  var callTimeout: Duration {
+    let milliseconds = (loadTimeout * 1000).rounded()
+    guard milliseconds.isFinite, milliseconds >= 1 else { return .milliseconds(1) }
+    return .milliseconds(Int64(exactly: min(milliseconds, Self.maxSeconds * 1000)) ?? 5000)
+  }
 }
 
 /// The patching engine: validates a request, plans it with the registry, and carries

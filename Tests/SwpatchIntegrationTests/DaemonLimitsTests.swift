@@ -1,0 +1,111 @@
+import Foundation
+import Glibc
+import Testing
+
+/// A connected socket to `path`, or -1.
+func connectRaw(_ path: String) -> Int32 {
+  let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  var address = sockaddr_un()
+  address.sun_family = sa_family_t(AF_UNIX)
+  withUnsafeMutableBytes(of: &address.sun_path) { raw in
+    let bytes = Array(path.utf8)
+    raw.copyBytes(from: bytes)
+    raw[bytes.count] = 0
+  }
+  let rc = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+    }
+  }
+  guard rc == 0 else {
+    close(fd)
+    return -1
+  }
+  return fd
+}
+
+/// Whatever `fd` has to read within `timeout` seconds, up to the first newline.
+func readAvailableLine(_ fd: Int32, timeout: Double) -> String {
+  var data = Data()
+  var chunk = [UInt8](repeating: 0, count: 4096)
+  let deadline = Date().addingTimeInterval(timeout)
+  while Date() < deadline, !data.contains(0x0a) {
+    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&poller, 1, 50) > 0 else { continue }
+    let n = recv(fd, &chunk, chunk.count, 0)
+    if n <= 0 { break }
+    data.append(contentsOf: chunk[0..<n])
+  }
+  return String(decoding: data, as: UTF8.self)
+}
+
+/// utime + stime of `pid`, in seconds.
+func cpuSeconds(_ pid: pid_t) -> Double {
+  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+    let close = stat.lastIndex(of: ")")
+  else { return -1 }
+  let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+  let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+  return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// VmRSS of `pid`, in bytes.
+func residentBytes(_ pid: pid_t) -> Int {
+  let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+  let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+  return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+}
+
+func ping(_ ws: Workspace) -> Bool {
+  rawExchange(ws, line(#"{"v":1,"op":"ping"}"#)).contains("\"state_dir\"")
+}
+
+/// swpatchd against hostile or careless clients: it stays up, answers others, and
+/// refuses with a line that names the cause.
+@Suite(.serialized) struct DaemonLimitsTests {
+  @Test func hostileNumbersInARequestAreRefusedAndTheDaemonServesOn() throws {
+    let ws = Workspace()
+    let target = try Fixture("loop", ["20"])
+    #expect(target.waitForValue("compute", "42"))
+    let path = ws.patchFile("fix", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    func attach(pid: String, options: String) -> [UInt8] {
+      let patch = String(decoding: try! JSONSerialization.data(withJSONObject: [text]), as: UTF8.self)
+        .dropFirst().dropLast()
+      return line(
+        #"{"v":1,"op":"attach","pid":\#(pid),"patch":\#(patch),"patch_path":"\#(path)","options":\#(options)}"#
+      )
+    }
+    #expect(ws.swpatch("status").status == 0)
+    // Each of these reached a trapping Double-to-Int64 conversion, or a pid that is not
+    // a process.
+    let options = [
+      #"{"load_timeout":1e300}"#, #"{"load_timeout":-1}"#, #"{"load_timeout":0}"#,
+      #"{"load_timeout":600.5}"#, #"{"load_timeout":1e999}"#, #"{"retry_for":1e300}"#,
+      #"{"retry_for":-5}"#, #"{"retry_for":601}"#,
+    ]
+    for option in options {
+      let answer = rawExchange(ws, attach(pid: "\(target.pid)", options: option))
+      #expect(errorCode(of: answer) == "bad_request", "\(option): \(answer)")
+      #expect(ping(ws), "the daemon stopped answering after \(option)")
+    }
+    for pid in ["1e20", "-5", "0", "2147483648", "1.5"] {
+      let answers = [
+        rawExchange(ws, attach(pid: pid, options: "{}")),
+        rawExchange(ws, line(#"{"v":1,"op":"disable","pid":\#(pid),"patch_id":"fix"}"#)),
+        rawExchange(ws, line(#"{"v":1,"op":"status","pid":\#(pid)}"#)),
+      ]
+      for answer in answers { #expect(errorCode(of: answer) == "bad_request", "pid \(pid): \(answer)") }
+      #expect(ping(ws), "the daemon stopped answering after pid \(pid)")
+    }
+    // The bounds themselves are accepted (a dry run changes nothing).
+    let edge = rawExchange(
+      ws, attach(pid: "\(target.pid)", options: #"{"load_timeout":600,"retry_for":0,"dry_run":true}"#))
+    #expect(errorCode(of: edge) == nil, "\(edge)")
+    #expect(errorCode(of: rawExchange(ws, line(#"{"v":1,"op":"status","op":"ping"}"#))) == "bad_request")
+    #expect(rawExchange(ws, line(#"{"v":1,"op":"status","op":"ping"}"#)).contains("'op' twice"))
+    #expect(target.waitForValue("compute", "42", from: target.output.count))
+    #expect(ws.swpatch("status").output.contains("no patched targets"))
+  }
+
+}
