@@ -33,11 +33,19 @@ public enum DaemonServer {
   public static func run(_ config: DaemonConfig, logger: Logger) throws -> Never {
     try prepareSocketDirectory(config.socketPath)
     let locks = try takeLocks(config)
-    let service = DaemonService(stateDirectory: config.stateDirectory)
-    try service.start()
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let channel = try bind(config, service: service, group: group)
+    // The pid file exists before the socket does: a client that gets an answer always
+    // finds it (issue 20). Written under the locks, so no other daemon races for it.
     try writePidFile(config.pidFile)
+    let service = DaemonService(stateDirectory: config.stateDirectory)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel: Channel
+    do {
+      try service.start()
+      channel = try bind(config, service: service, group: group)
+    } catch {
+      unlink(config.pidFile)
+      throw error
+    }
     logger.info(
       "swpatchd serving", metadata: ["socket": "\(config.socketPath)", "state": "\(config.stateDirectory)"])
     let stop: @Sendable (String) -> Void = { reason in
@@ -138,8 +146,19 @@ public enum DaemonServer {
     }
   }
 
+  /// Through a temporary name and a rename, so a reader sees the old file or the whole
+  /// new one, never an empty or half-written one.
   private static func writePidFile(_ path: String) throws {
-    try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+    let temporary = path + ".tmp"
+    let text = Array("\(getpid())\n".utf8)
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    let written = fd >= 0 ? write(fd, text, text.count) : -1
+    if fd >= 0 { close(fd) }
+    guard written == text.count, rename(temporary, path) == 0 else {
+      let reason = String(cString: strerror(errno))
+      unlink(temporary)
+      throw DaemonStartError(description: "cannot write the pid file \(path): \(reason)")
+    }
   }
 
   // MARK: Signals

@@ -63,6 +63,30 @@ func ping(_ ws: Workspace) -> Bool {
 /// swpatchd against hostile or careless clients: it stays up, answers others, and
 /// refuses with a line that names the cause.
 @Suite(.serialized) struct DaemonLimitsTests {
+  @Test func thePidFileExistsWhenTheFirstAnswerArrives() throws {
+    for _ in 0..<10 {
+      let ws = Workspace()
+      let daemon = try Fixture(
+        path: Paths.swpatch, ["daemon", "--foreground", "--socket", ws.socket, "--state-dir", ws.stateDir])
+      defer { daemon.stop() }
+      var fd: Int32 = -1
+      for _ in 0..<10_000 where fd < 0 {
+        fd = connectRaw(ws.socket)
+        if fd < 0 { usleep(200) }
+      }
+      #expect(fd >= 0)
+      let request = line(#"{"v":1,"op":"ping"}"#)
+      _ = send(fd, request, request.count, Int32(MSG_NOSIGNAL))
+      let answer = readAvailableLine(fd, timeout: 5)
+      // Read the instant the answer is in: the file must already name the daemon.
+      let named = ws.daemonPID
+      close(fd)
+      #expect(answer.contains("\"state_dir\""), "\(answer)")
+      #expect(
+        named == daemon.pid, "the pid file names \(String(describing: named)) when the first answer arrives")
+    }
+  }
+
   @Test func hostileNumbersInARequestAreRefusedAndTheDaemonServesOn() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
