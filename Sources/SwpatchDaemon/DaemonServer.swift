@@ -10,11 +10,26 @@ public struct DaemonConfig: Sendable {
   public var stateDirectory: String
   /// Group that may connect (the socket is mode 0660); nil: root's group only.
   public var socketGroup: UInt32?
+  /// Client connections served at once; more get a `too_many_connections` line and are
+  /// closed. Also bounded by half the descriptor limit, so idle clients cannot take
+  /// the descriptors the daemon needs for targets and its state files.
+  public var maxConnections: Int
 
-  public init(socketPath: String, stateDirectory: String, socketGroup: UInt32? = nil) {
+  public init(
+    socketPath: String, stateDirectory: String, socketGroup: UInt32? = nil,
+    maxConnections: Int = DaemonConfig.defaultMaxConnections
+  ) {
     self.socketPath = socketPath
     self.stateDirectory = stateDirectory
     self.socketGroup = socketGroup
+    self.maxConnections = maxConnections
+  }
+
+  /// 512, or `SWPATCH_MAX_CONNECTIONS` when it is a positive integer.
+  public static var defaultMaxConnections: Int {
+    ProcessInfo.processInfo.environment["SWPATCH_MAX_CONNECTIONS"].flatMap(Int.init).flatMap {
+      $0 > 0 ? $0 : nil
+    } ?? 512
   }
 
   public var pidFile: String { stateDirectory + "/swpatchd.pid" }
@@ -32,6 +47,11 @@ public enum DaemonServer {
   /// its socket and pid file, and exits the process with 0.
   public static func run(_ config: DaemonConfig, logger: Logger) throws -> Never {
     try prepareSocketDirectory(config.socketPath)
+    let config = {
+      var config = config
+      config.maxConnections = min(config.maxConnections, max(1, raiseDescriptorLimit() / 2))
+      return config
+    }()
     let locks = try takeLocks(config)
     // The pid file exists before the socket does: a client that gets an answer always
     // finds it (issue 20). Written under the locks, so no other daemon races for it.
@@ -73,11 +93,25 @@ public enum DaemonServer {
   private static func bind(
     _ config: DaemonConfig, service: DaemonService, group: MultiThreadedEventLoopGroup
   ) throws -> Channel {
+    let connections = ConnectionCount(limit: config.maxConnections)
     let bootstrap = ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 64)
+      .serverChannelInitializer { channel in
+        // Out of descriptors, accept fails at once and the socket stays readable: without
+        // a pause the loop retries at full speed (issue D). This bootstrap API does not
+        // add the handler itself.
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { _ in .milliseconds(250) })
+        }
+      }
       .childChannelOption(.allowRemoteHalfClosure, value: true)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          guard connections.enter() else {
+            return try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: connections.limit))
+          }
+          channel.closeFuture.whenComplete { _ in connections.leave() }
           try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder()))
           try channel.pipeline.syncOperations.addHandler(RequestHandler(service: service))
         }
@@ -121,6 +155,19 @@ public enum DaemonServer {
           "the socket directory \(directory) is writable by users other than root; use one only root can write (e.g. /run/swpatch)"
       )
     }
+  }
+
+  /// Raises the soft descriptor limit to the hard one (a daemon serving many clients
+  /// and targets needs more than the usual 1024) and returns the limit now in force.
+  private static func raiseDescriptorLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    if limit.rlim_cur < limit.rlim_max {
+      var raised = limit
+      raised.rlim_cur = limit.rlim_max
+      if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return Int(clamping: limit.rlim_cur)
   }
 
   // MARK: One daemon per state directory and per socket
@@ -220,6 +267,49 @@ final class LineFrameDecoder: ByteToMessageDecoder {
     }
     return .needMoreData
   }
+}
+
+/// How many client connections are open, against the configured limit.
+final class ConnectionCount: @unchecked Sendable {
+  let limit: Int
+  private let lock = NSLock()
+  private var open = 0
+
+  init(limit: Int) { self.limit = limit }
+
+  /// Counts one more connection, or returns false when the limit is reached.
+  func enter() -> Bool {
+    lock.withLock {
+      guard open < limit else { return false }
+      open += 1
+      return true
+    }
+  }
+
+  func leave() { lock.withLock { open -= 1 } }
+}
+
+/// A connection over the limit: one error line, then closed.
+final class RefusingHandler: ChannelInboundHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+  let limit: Int
+
+  init(limit: Int) { self.limit = limit }
+
+  func channelActive(context: ChannelHandlerContext) {
+    let line = WireCoding.line(
+      Response<NoResult>.failure(
+        ErrorBody(
+          code: "too_many_connections",
+          message: "the daemon already serves \(limit) connections; retry when some have closed")))
+    var buffer = context.channel.allocator.buffer(capacity: line.count)
+    buffer.writeBytes(line)
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in bound.value.close(promise: nil) }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// The kernel's `struct ucred` (SO_PEERCRED), declared here because glibc hides it

@@ -132,4 +132,43 @@ func ping(_ ws: Workspace) -> Bool {
     #expect(ws.swpatch("status").output.contains("no patched targets"))
   }
 
+  @Test func connectionsOverTheLimitAreRefusedAndTheDaemonStaysIdleAndResponsive() throws {
+    let ws = Workspace()
+    // With 64 descriptors the daemon serves at most 32 connections.
+    let first = ws.run(["status"], prefix: ["/usr/bin/prlimit", "--nofile=64:64"])
+    #expect(first.status == 0, "\(first.output)")
+    let daemon = try #require(ws.daemonPID)
+    usleep(200_000)  // the CLI's own connection is closed and counted out
+    let fds = (0..<80).map { _ in connectRaw(ws.socket) }
+    defer { for fd in fds where fd >= 0 { close(fd) } }
+    #expect(fds.allSatisfy { $0 >= 0 })
+    var held: [Int32] = []
+    var refused = 0
+    for fd in fds {
+      let answer = readAvailableLine(fd, timeout: held.count < 32 ? 0.05 : 2)
+      if answer.isEmpty {
+        held.append(fd)
+      } else {
+        #expect(errorCode(of: answer) == "too_many_connections", "\(answer)")
+        refused += 1
+      }
+    }
+    #expect(held.count == 32)
+    #expect(refused == 48)
+    // Holding every connection it may serve costs the daemon no CPU.
+    let before = cpuSeconds(daemon)
+    sleep(2)
+    let spent = cpuSeconds(daemon) - before
+    #expect(before >= 0 && spent < 0.5, "the daemon used \(spent) s of CPU in 2 s idle")
+    let full = ws.swpatch("status", "--json")
+    #expect(
+      (full.json?["error"] as? [String: Any])?["code"] as? String == "too_many_connections", "\(full.output)")
+    // Once some close, a new client is served at once.
+    for fd in held.prefix(4) { shutdown(fd, Int32(SHUT_RDWR)) }
+    usleep(200_000)
+    let start = Date()
+    let status = ws.swpatch("status")
+    #expect(status.status == 0, "\(status.output)")
+    #expect(Date().timeIntervalSince(start) < 3)
+  }
 }
