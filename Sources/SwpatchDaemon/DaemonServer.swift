@@ -330,7 +330,16 @@ final class RequestHandler: ChannelInboundHandler {
   private var peer: EventLoopFuture<PeerCredentials>?
   /// The last response written; the next waits for it, so responses keep request order.
   private var lastReply: EventLoopFuture<Void>?
+  /// The client shut down its sending side: close once every answer is written.
   private var inputClosed = false
+  /// Lines read but not yet handed to the service, and requests handed over whose
+  /// answers are not yet written to the socket. A client that sends without reading
+  /// would otherwise have the daemon compute and hold answers without end: at most
+  /// `maxPending` are in hand, and while lines wait the connection is not read.
+  private var waiting = CircularBuffer<ByteBuffer>()
+  private var pending = 0
+  private var reading = true
+  static let maxPending = 64
 
   init(service: DaemonService) {
     self.service = service
@@ -349,7 +358,27 @@ final class RequestHandler: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let line = Data(unwrapInboundIn(data).readableBytesView)
+    waiting.append(unwrapInboundIn(data))
+    dispatch(context)
+  }
+
+  /// Hands waiting lines to the service while fewer than `maxPending` answers are in
+  /// hand, reads more only when none wait, and closes a half-closed connection once
+  /// everything is answered.
+  private func dispatch(_ context: ChannelHandlerContext) {
+    guard context.channel.isActive else { return waiting.removeAll() }
+    while pending < Self.maxPending, let line = waiting.popFirst() { handle(line, context) }
+    let wanted = waiting.isEmpty && pending < Self.maxPending && context.channel.isWritable
+    if wanted != reading {
+      reading = wanted
+      // Turning autoRead back on issues the read that was held back.
+      try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: wanted)
+    }
+    if inputClosed && waiting.isEmpty && pending == 0 { context.close(promise: nil) }
+  }
+
+  private func handle(_ buffer: ByteBuffer, _ context: ChannelHandlerContext) {
+    let line = Data(buffer.readableBytesView)
     let reply = context.eventLoop.makePromise(of: Data.self)
     let service = self.service
     (peer ?? context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)).whenComplete { result in
@@ -363,14 +392,34 @@ final class RequestHandler: ChannelInboundHandler {
               ErrorBody(code: "unauthenticated", message: "cannot identify the caller"))))
       }
     }
+    pending += 1
     let bound = NIOLoopBound((context, self), eventLoop: context.eventLoop)
     let previous = lastReply ?? context.eventLoop.makeSucceededVoidFuture()
-    lastReply = previous.flatMap { reply.futureResult }.flatMap { bytes in
+    let written = previous.flatMap { reply.futureResult }.flatMap { bytes in
       let (context, handler) = bound.value
       var buffer = context.channel.allocator.buffer(capacity: bytes.count)
       buffer.writeBytes(bytes)
       return context.writeAndFlush(handler.wrapOutboundOut(buffer))
     }.flatMapError { _ in bound.value.0.eventLoop.makeSucceededVoidFuture() }
+    written.whenComplete { _ in
+      let (context, handler) = bound.value
+      handler.pending -= 1
+      handler.dispatch(context)
+    }
+    lastReply = written
+  }
+
+  /// Answers the kernel cannot take yet pile up in the channel: read no more requests
+  /// until they drain.
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    dispatch(context)
+    context.fireChannelWritabilityChanged()
+  }
+
+  /// A client that went away no longer wants the answers to the lines still waiting.
+  func channelInactive(context: ChannelHandlerContext) {
+    waiting.removeAll()
+    context.fireChannelInactive()
   }
 
   /// A client that closed its sending side still gets its pending responses.
@@ -378,10 +427,8 @@ final class RequestHandler: ChannelInboundHandler {
     guard case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed else {
       return context.fireUserInboundEventTriggered(event)
     }
-    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-    (lastReply ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
-      bound.value.close(promise: nil)
-    }
+    inputClosed = true
+    dispatch(context)
   }
 
   /// Oversized lines and broken connections end this connection only.

@@ -171,4 +171,66 @@ func ping(_ ws: Workspace) -> Bool {
     #expect(status.status == 0, "\(status.output)")
     #expect(Date().timeIntervalSince(start) < 3)
   }
+
+  @Test func aClientThatSendsWithoutReadingDoesNotGrowTheDaemon() throws {
+    let ws = Workspace()
+    #expect(ws.swpatch("status").status == 0)
+    let daemon = try #require(ws.daemonPID)
+    // 100 refused requests make each `log` answer about 30 KB: 5,000 of them, computed
+    // ahead of a client that does not read, would be 150 MB.
+    let refusals = rawExchange(
+      ws,
+      Array(repeating: line(#"{"v":1,"op":"enable","pid":\#(getpid()),"patch_id":"x"}"#), count: 100).flatMap
+      { $0 })
+    #expect(refusals.split(separator: "\n").count == 100)
+    let fd = connectRaw(ws.socket)
+    #expect(fd >= 0)
+    defer { close(fd) }
+    let count = 5000
+    let requests = Array(repeating: line(#"{"v":1,"op":"log"}"#), count: count).flatMap { $0 }
+    let baseline = residentBytes(daemon)
+    let sent = LineBuffer()
+    // Should the daemon stop reading, this send blocks until the answers are read below.
+    Thread {
+      var offset = 0
+      while offset < requests.count {
+        let n = requests.withUnsafeBytes {
+          send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+        }
+        if n <= 0 { break }
+        offset += n
+      }
+      sent.append("\(offset)")
+    }.start()
+    var peak = 0
+    for _ in 0..<50 {
+      peak = max(peak, residentBytes(daemon))
+      usleep(100_000)
+    }
+    #expect(baseline > 0)
+    #expect(peak - baseline < 25 << 20, "the daemon grew from \(baseline >> 20) to \(peak >> 20) MiB")
+    // The requests are answered, in order, as the client reads.
+    var answers = 0
+    var pending = Data()
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    var tv = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    while answers < 200 {
+      let n = recv(fd, &chunk, chunk.count, 0)
+      if n <= 0 { break }
+      pending.append(contentsOf: chunk[0..<n])
+      while let newline = pending.firstIndex(of: 0x0a) {
+        let answer = pending[pending.startIndex..<newline]
+        #expect(
+          answer.starts(with: Data(#"{"ok":true,"result":[{"#.utf8)),
+          "\(String(decoding: answer.prefix(100), as: UTF8.self))")
+        pending.removeSubrange(pending.startIndex...newline)
+        answers += 1
+      }
+    }
+    #expect(answers >= 200)
+    shutdown(fd, Int32(SHUT_RDWR))
+    #expect(sent.wait(timeout: 10) { _ in true } != nil)
+    #expect(ping(ws))
+  }
 }
