@@ -332,6 +332,8 @@ final class RequestHandler: ChannelInboundHandler {
   private var lastReply: EventLoopFuture<Void>?
   /// The client shut down its sending side: close once every answer is written.
   private var inputClosed = false
+  /// Set when the connection closes: its queued operations are then not started.
+  private let closed = Cancellation()
   /// Lines read but not yet handed to the service, and requests handed over whose
   /// answers are not yet written to the socket. A client that sends without reading
   /// would otherwise have the daemon compute and hold answers without end: at most
@@ -381,10 +383,11 @@ final class RequestHandler: ChannelInboundHandler {
     let line = Data(buffer.readableBytesView)
     let reply = context.eventLoop.makePromise(of: Data.self)
     let service = self.service
+    let closed = self.closed
     (peer ?? context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)).whenComplete { result in
       switch result {
       case .success(let peer):
-        service.handle(line, peer: peer) { reply.succeed($0) }
+        service.handle(line, peer: peer, cancellation: closed) { reply.succeed($0) }
       case .failure:
         reply.succeed(
           WireCoding.line(
@@ -416,8 +419,10 @@ final class RequestHandler: ChannelInboundHandler {
     context.fireChannelWritabilityChanged()
   }
 
-  /// A client that went away no longer wants the answers to the lines still waiting.
+  /// A client that went away (closed or was killed) no longer wants its queued
+  /// operations; one already running finishes (committed or rolled back).
   func channelInactive(context: ChannelHandlerContext) {
+    closed.cancel()
     waiting.removeAll()
     context.fireChannelInactive()
   }

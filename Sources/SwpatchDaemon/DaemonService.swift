@@ -66,7 +66,12 @@ public final class DaemonService: @unchecked Sendable {
   // MARK: Requests
 
   /// Handles one request line from `peer`; `reply` gets exactly one response line.
-  public func handle(_ line: Data, peer: PeerCredentials, reply: @escaping @Sendable (Data) -> Void) {
+  /// A state-changing request still queued when `cancellation` fires is not run: it is
+  /// audited as `cancelled` (its client went away and would never see the answer).
+  public func handle(
+    _ line: Data, peer: PeerCredentials, cancellation: Cancellation = Cancellation(),
+    reply: @escaping @Sendable (Data) -> Void
+  ) {
     let request: Request
     do {
       request = try Self.decode(line)
@@ -86,7 +91,10 @@ public final class DaemonService: @unchecked Sendable {
         WireCoding.line(
           Response.success(audit.records(pid: request.pid, uid: peer.isRoot ? nil : peer.uid))))
     case .attach, .enable, .disable:
-      worker.async { reply(self.change(request, caller: peer)) }
+      worker.async {
+        guard !cancellation.isCancelled else { return reply(self.cancelled(request, caller: peer)) }
+        reply(self.change(request, caller: peer))
+      }
     }
   }
 
@@ -175,6 +183,27 @@ public final class DaemonService: @unchecked Sendable {
     }
   }
 
+  /// Audits a queued request whose client went away before it started; nothing ran.
+  private func cancelled(_ request: Request, caller: PeerCredentials) -> Data {
+    let body = ErrorBody(
+      code: "cancelled",
+      message: "the client closed its connection before the operation started; nothing was done")
+    audit.append(
+      AuditRecord(
+        uid: caller.uid, callerPid: caller.pid, pid: request.pid ?? 0, startTime: nil,
+        operation: request.op.rawValue, patch: request.patchID ?? Self.patchID(in: request),
+        result: "cancelled", code: body.code, message: body.message, options: request.options))
+    return WireCoding.line(Response<NoResult>.failure(body))
+  }
+
+  /// The id in an attach request's patch text, for the audit log; nil when unreadable.
+  private static func patchID(in request: Request) -> String? {
+    guard let text = request.patch,
+      let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    else { return nil }
+    return (object["id"] as? String).map { String($0.prefix(PatchFile.maxIDLength)) }
+  }
+
   private func perform(
     _ request: Request, caller: PeerCredentials, record: inout AuditRecord
   ) throws -> OperationReport {
@@ -245,6 +274,17 @@ public final class DaemonService: @unchecked Sendable {
       return WireCoding.line(Response<NoResult>.failure(Self.errorBody(error)))
     }
   }
+}
+
+/// Set once a request's client has gone; read by the worker before it starts the request.
+public final class Cancellation: @unchecked Sendable {
+  private let lock = NSLock()
+  private var cancelled = false
+
+  public init() {}
+
+  public func cancel() { lock.withLock { cancelled = true } }
+  public var isCancelled: Bool { lock.withLock { cancelled } }
 }
 
 extension Request {

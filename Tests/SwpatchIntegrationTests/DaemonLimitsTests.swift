@@ -233,4 +233,50 @@ func ping(_ ws: Workspace) -> Bool {
     #expect(sent.wait(timeout: 10) { _ in true } != nil)
     #expect(ping(ws))
   }
+
+  @Test func anAttachWhoseClientLeftBeforeItStartedIsNotRun() throws {
+    let ws = Workspace()
+    let parked = try ParkedFixture(ws)
+    #expect(parked.fixture.waitForValue("answer", "1"))
+    let other = try Fixture("loop", ["20"])
+    #expect(other.waitForValue("compute", "42"))
+    _ = try parked.park()
+    #expect(ws.swpatch("status").status == 0)
+    // The worker is busy: this attach waits for the parked thread to leave answer().
+    let first = LineBuffer()
+    Thread {
+      let result = ws.swpatch("attach", "\(parked.pid)", answerPatch(ws), "--retry-for", "30s")
+      first.append("\(result.status)")
+    }.start()
+    var waiting = false
+    for _ in 0..<1000 where !waiting {
+      waiting =
+        (try? String(contentsOfFile: ws.stateDir + "/swpatchd.log", encoding: .utf8))?
+        .contains("waiting: thread") == true
+      if !waiting { usleep(10_000) }
+    }
+    #expect(waiting)
+    // A second attach, queued behind it, from a client that closes at once.
+    let path = ws.patchFile("fix", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let request: [String: Any] = [
+      "v": 1, "op": "attach", "pid": Int(other.pid), "patch_path": path,
+      "patch": try String(contentsOfFile: path, encoding: .utf8),
+    ]
+    let bytes = try JSONSerialization.data(withJSONObject: request) + Data([0x0a])
+    _ = rawExchange(ws, Array(bytes), closeAfterSend: true)
+    usleep(300_000)
+    parked.release()
+    #expect(first.wait(timeout: 60) { _ in true }?.1 == "0")
+    // The queued attach never ran: the other target is unpatched, and the log says why.
+    #expect(other.waitForValue("compute", "42", from: other.output.count))
+    let status = ws.swpatch("status", "--json").json?["targets"] as? [[String: Any]]
+    let pids = try #require(status).compactMap { $0["pid"] as? Int }
+    #expect(pids == [Int(parked.pid)])
+    let log = ws.swpatch("log", "--pid", "\(other.pid)", "--json")
+    let records = try #require(
+      (try? JSONSerialization.jsonObject(with: Data(log.output.utf8))) as? [[String: Any]], "\(log.output)")
+    #expect(records.count == 1, "\(log.output)")
+    #expect(records.first?["result"] as? String == "cancelled", "\(log.output)")
+    #expect(records.first?["patch"] as? String == "fix", "\(log.output)")
+  }
 }
