@@ -63,6 +63,6 @@ let package = Package(
     .testTarget(name: "SwpatchX86Tests", dependencies: ["SwpatchX86"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
-      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
+      dependencies: ["SwpatchDaemon", "SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
   ]
 )
