@@ -77,6 +77,6 @@ let package = Package(
       dependencies: ["SwpatchBase", "SwpatchProcess", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
-      dependencies: ["SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
+      dependencies: ["SwpatchDaemon", "SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
   ]
 )

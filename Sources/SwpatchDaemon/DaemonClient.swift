@@ -17,7 +17,17 @@ public struct DaemonClient: Sendable {
 
   /// Sends `request` and decodes the response's result, or throws its error.
   public func call<T: Codable & Sendable>(_ request: Request, as type: T.Type) throws(ErrorBody) -> T {
-    let line = try exchange(WireCoding.line(request))
+    let request = WireCoding.line(request)
+    // The daemon would read a megabyte, refuse and close while we still send: refuse
+    // here, before connecting, with the reason rather than a broken pipe.
+    guard request.count - 1 <= DaemonProtocol.maxLineBytes else {
+      throw ErrorBody(
+        code: "request_too_large",
+        message:
+          "the request is \(request.count - 1) bytes, over the daemon's limit of \(DaemonProtocol.maxLineBytes); the patch file is too large (a patch file names its library, it does not contain it)"
+      )
+    }
+    let line = try exchange(request)
     guard let response = try? JSONDecoder().decode(Response<T>.self, from: line) else {
       throw ErrorBody(
         code: "bad_response",
@@ -35,7 +45,14 @@ public struct DaemonClient: Sendable {
   public func exchange(_ line: Data) throws(ErrorBody) -> Data {
     let fd = try connectOrStart()
     defer { close(fd) }
-    try writeAll(fd, line)
+    do {
+      try writeAll(fd, line)
+    } catch {
+      // A daemon that refuses a request mid-send says why in a line and closes: that
+      // line, when it came, is the answer, not the broken pipe.
+      if let answer = try? readLine(fd) { return answer }
+      throw error
+    }
     return try readLine(fd)
   }
 

@@ -10,11 +10,26 @@ public struct DaemonConfig: Sendable {
   public var stateDirectory: String
   /// Group that may connect (the socket is mode 0660); nil: root's group only.
   public var socketGroup: UInt32?
+  /// Client connections served at once; more get a `too_many_connections` line and are
+  /// closed. Also bounded by half the descriptor limit, so idle clients cannot take
+  /// the descriptors the daemon needs for targets and its state files.
+  public var maxConnections: Int
 
-  public init(socketPath: String, stateDirectory: String, socketGroup: UInt32? = nil) {
+  public init(
+    socketPath: String, stateDirectory: String, socketGroup: UInt32? = nil,
+    maxConnections: Int = DaemonConfig.defaultMaxConnections
+  ) {
     self.socketPath = socketPath
     self.stateDirectory = stateDirectory
     self.socketGroup = socketGroup
+    self.maxConnections = maxConnections
+  }
+
+  /// 512, or `SWPATCH_MAX_CONNECTIONS` when it is a positive integer.
+  public static var defaultMaxConnections: Int {
+    ProcessInfo.processInfo.environment["SWPATCH_MAX_CONNECTIONS"].flatMap(Int.init).flatMap {
+      $0 > 0 ? $0 : nil
+    } ?? 512
   }
 
   public var pidFile: String { stateDirectory + "/swpatchd.pid" }
@@ -32,12 +47,25 @@ public enum DaemonServer {
   /// its socket and pid file, and exits the process with 0.
   public static func run(_ config: DaemonConfig, logger: Logger) throws -> Never {
     try prepareSocketDirectory(config.socketPath)
+    let config = {
+      var config = config
+      config.maxConnections = min(config.maxConnections, max(1, raiseDescriptorLimit() / 2))
+      return config
+    }()
     let locks = try takeLocks(config)
-    let service = DaemonService(stateDirectory: config.stateDirectory)
-    try service.start()
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let channel = try bind(config, service: service, group: group)
+    // The pid file exists before the socket does: a client that gets an answer always
+    // finds it (issue 20). Written under the locks, so no other daemon races for it.
     try writePidFile(config.pidFile)
+    let service = DaemonService(stateDirectory: config.stateDirectory)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel: Channel
+    do {
+      try service.start()
+      channel = try bind(config, service: service, group: group)
+    } catch {
+      unlink(config.pidFile)
+      throw error
+    }
     logger.info(
       "swpatchd serving", metadata: ["socket": "\(config.socketPath)", "state": "\(config.stateDirectory)"])
     let stop: @Sendable (String) -> Void = { reason in
@@ -65,11 +93,25 @@ public enum DaemonServer {
   private static func bind(
     _ config: DaemonConfig, service: DaemonService, group: MultiThreadedEventLoopGroup
   ) throws -> Channel {
+    let connections = ConnectionCount(limit: config.maxConnections)
     let bootstrap = ServerBootstrap(group: group)
       .serverChannelOption(.backlog, value: 64)
+      .serverChannelInitializer { channel in
+        // Out of descriptors, accept fails at once and the socket stays readable: without
+        // a pause the loop retries at full speed (issue D). This bootstrap API does not
+        // add the handler itself.
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { _ in .milliseconds(250) })
+        }
+      }
       .childChannelOption(.allowRemoteHalfClosure, value: true)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          guard connections.enter() else {
+            return try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: connections.limit))
+          }
+          channel.closeFuture.whenComplete { _ in connections.leave() }
           try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder()))
           try channel.pipeline.syncOperations.addHandler(RequestHandler(service: service))
         }
@@ -115,6 +157,19 @@ public enum DaemonServer {
     }
   }
 
+  /// Raises the soft descriptor limit to the hard one (a daemon serving many clients
+  /// and targets needs more than the usual 1024) and returns the limit now in force.
+  private static func raiseDescriptorLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    if limit.rlim_cur < limit.rlim_max {
+      var raised = limit
+      raised.rlim_cur = limit.rlim_max
+      if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+    }
+    return Int(clamping: limit.rlim_cur)
+  }
+
   // MARK: One daemon per state directory and per socket
 
   /// Exclusive locks held for the daemon's life: a second daemon on the same state
@@ -138,8 +193,19 @@ public enum DaemonServer {
     }
   }
 
+  /// Through a temporary name and a rename, so a reader sees the old file or the whole
+  /// new one, never an empty or half-written one.
   private static func writePidFile(_ path: String) throws {
-    try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+    let temporary = path + ".tmp"
+    let text = Array("\(getpid())\n".utf8)
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    let written = fd >= 0 ? write(fd, text, text.count) : -1
+    if fd >= 0 { close(fd) }
+    guard written == text.count, rename(temporary, path) == 0 else {
+      let reason = String(cString: strerror(errno))
+      unlink(temporary)
+      throw DaemonStartError(description: "cannot write the pid file \(path): \(reason)")
+    }
   }
 
   // MARK: Signals
@@ -203,6 +269,49 @@ final class LineFrameDecoder: ByteToMessageDecoder {
   }
 }
 
+/// How many client connections are open, against the configured limit.
+final class ConnectionCount: @unchecked Sendable {
+  let limit: Int
+  private let lock = NSLock()
+  private var open = 0
+
+  init(limit: Int) { self.limit = limit }
+
+  /// Counts one more connection, or returns false when the limit is reached.
+  func enter() -> Bool {
+    lock.withLock {
+      guard open < limit else { return false }
+      open += 1
+      return true
+    }
+  }
+
+  func leave() { lock.withLock { open -= 1 } }
+}
+
+/// A connection over the limit: one error line, then closed.
+final class RefusingHandler: ChannelInboundHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundOut = ByteBuffer
+  let limit: Int
+
+  init(limit: Int) { self.limit = limit }
+
+  func channelActive(context: ChannelHandlerContext) {
+    let line = WireCoding.line(
+      Response<NoResult>.failure(
+        ErrorBody(
+          code: "too_many_connections",
+          message: "the daemon already serves \(limit) connections; retry when some have closed")))
+    var buffer = context.channel.allocator.buffer(capacity: line.count)
+    buffer.writeBytes(line)
+    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in bound.value.close(promise: nil) }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
 /// The kernel's `struct ucred` (SO_PEERCRED), declared here because glibc hides it
 /// behind _GNU_SOURCE.
 private struct UCred: Sendable {
@@ -221,7 +330,18 @@ final class RequestHandler: ChannelInboundHandler {
   private var peer: EventLoopFuture<PeerCredentials>?
   /// The last response written; the next waits for it, so responses keep request order.
   private var lastReply: EventLoopFuture<Void>?
+  /// The client shut down its sending side: close once every answer is written.
   private var inputClosed = false
+  /// Set when the connection closes: its queued operations are then not started.
+  private let closed = Cancellation()
+  /// Lines read but not yet handed to the service, and requests handed over whose
+  /// answers are not yet written to the socket. A client that sends without reading
+  /// would otherwise have the daemon compute and hold answers without end: at most
+  /// `maxPending` are in hand, and while lines wait the connection is not read.
+  private var waiting = CircularBuffer<ByteBuffer>()
+  private var pending = 0
+  private var reading = true
+  static let maxPending = 64
 
   init(service: DaemonService) {
     self.service = service
@@ -240,13 +360,34 @@ final class RequestHandler: ChannelInboundHandler {
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let line = Data(unwrapInboundIn(data).readableBytesView)
+    waiting.append(unwrapInboundIn(data))
+    dispatch(context)
+  }
+
+  /// Hands waiting lines to the service while fewer than `maxPending` answers are in
+  /// hand, reads more only when none wait, and closes a half-closed connection once
+  /// everything is answered.
+  private func dispatch(_ context: ChannelHandlerContext) {
+    guard context.channel.isActive else { return waiting.removeAll() }
+    while pending < Self.maxPending, let line = waiting.popFirst() { handle(line, context) }
+    let wanted = waiting.isEmpty && pending < Self.maxPending && context.channel.isWritable
+    if wanted != reading {
+      reading = wanted
+      // Turning autoRead back on issues the read that was held back.
+      try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: wanted)
+    }
+    if inputClosed && waiting.isEmpty && pending == 0 { context.close(promise: nil) }
+  }
+
+  private func handle(_ buffer: ByteBuffer, _ context: ChannelHandlerContext) {
+    let line = Data(buffer.readableBytesView)
     let reply = context.eventLoop.makePromise(of: Data.self)
     let service = self.service
+    let closed = self.closed
     (peer ?? context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)).whenComplete { result in
       switch result {
       case .success(let peer):
-        service.handle(line, peer: peer) { reply.succeed($0) }
+        service.handle(line, peer: peer, cancellation: closed) { reply.succeed($0) }
       case .failure:
         reply.succeed(
           WireCoding.line(
@@ -254,14 +395,36 @@ final class RequestHandler: ChannelInboundHandler {
               ErrorBody(code: "unauthenticated", message: "cannot identify the caller"))))
       }
     }
+    pending += 1
     let bound = NIOLoopBound((context, self), eventLoop: context.eventLoop)
     let previous = lastReply ?? context.eventLoop.makeSucceededVoidFuture()
-    lastReply = previous.flatMap { reply.futureResult }.flatMap { bytes in
+    let written = previous.flatMap { reply.futureResult }.flatMap { bytes in
       let (context, handler) = bound.value
       var buffer = context.channel.allocator.buffer(capacity: bytes.count)
       buffer.writeBytes(bytes)
       return context.writeAndFlush(handler.wrapOutboundOut(buffer))
     }.flatMapError { _ in bound.value.0.eventLoop.makeSucceededVoidFuture() }
+    written.whenComplete { _ in
+      let (context, handler) = bound.value
+      handler.pending -= 1
+      handler.dispatch(context)
+    }
+    lastReply = written
+  }
+
+  /// Answers the kernel cannot take yet pile up in the channel: read no more requests
+  /// until they drain.
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    dispatch(context)
+    context.fireChannelWritabilityChanged()
+  }
+
+  /// A client that went away (closed or was killed) no longer wants its queued
+  /// operations; one already running finishes (committed or rolled back).
+  func channelInactive(context: ChannelHandlerContext) {
+    closed.cancel()
+    waiting.removeAll()
+    context.fireChannelInactive()
   }
 
   /// A client that closed its sending side still gets its pending responses.
@@ -269,10 +432,8 @@ final class RequestHandler: ChannelInboundHandler {
     guard case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed else {
       return context.fireUserInboundEventTriggered(event)
     }
-    let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-    (lastReply ?? context.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in
-      bound.value.close(promise: nil)
-    }
+    inputClosed = true
+    dispatch(context)
   }
 
   /// Oversized lines and broken connections end this connection only.

@@ -37,6 +37,7 @@ public final class DaemonService: @unchecked Sendable {
   /// Loads the registry, drops targets that are gone (audited), watches the rest and
   /// verifies each hook against the target's memory.
   public func start() throws {
+    engine.libraries.removeLeftovers()
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
     for (id, message) in engine.recoverInterruptedOperations() {
       audit.append(
@@ -66,7 +67,12 @@ public final class DaemonService: @unchecked Sendable {
   // MARK: Requests
 
   /// Handles one request line from `peer`; `reply` gets exactly one response line.
-  public func handle(_ line: Data, peer: PeerCredentials, reply: @escaping @Sendable (Data) -> Void) {
+  /// A state-changing request still queued when `cancellation` fires is not run: it is
+  /// audited as `cancelled` (its client went away and would never see the answer).
+  public func handle(
+    _ line: Data, peer: PeerCredentials, cancellation: Cancellation = Cancellation(),
+    reply: @escaping @Sendable (Data) -> Void
+  ) {
     let request: Request
     do {
       request = try Self.decode(line)
@@ -86,7 +92,10 @@ public final class DaemonService: @unchecked Sendable {
         WireCoding.line(
           Response.success(audit.records(pid: request.pid, uid: peer.isRoot ? nil : peer.uid))))
     case .attach, .enable, .disable:
-      worker.async { reply(self.change(request, caller: peer)) }
+      worker.async {
+        guard !cancellation.isCancelled else { return reply(self.cancelled(request, caller: peer)) }
+        reply(self.change(request, caller: peer))
+      }
     }
   }
 
@@ -94,6 +103,10 @@ public final class DaemonService: @unchecked Sendable {
   static func decode(_ line: Data) throws(ErrorBody) -> Request {
     guard let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
       throw ErrorBody(code: "bad_request", message: "the request is not a JSON object on one line")
+    }
+    if let key = DuplicateKeys.first(in: line) {
+      throw ErrorBody(
+        code: "bad_request", message: "the request has the key '\(key)' twice; each key may appear once")
     }
     guard let version = object["v"] as? Int else {
       throw ErrorBody(code: "bad_request", message: "the request has no protocol version 'v'")
@@ -172,6 +185,27 @@ public final class DaemonService: @unchecked Sendable {
     }
   }
 
+  /// Audits a queued request whose client went away before it started; nothing ran.
+  private func cancelled(_ request: Request, caller: PeerCredentials) -> Data {
+    let body = ErrorBody(
+      code: "cancelled",
+      message: "the client closed its connection before the operation started; nothing was done")
+    audit.append(
+      AuditRecord(
+        uid: caller.uid, callerPid: caller.pid, pid: request.pid ?? 0, startTime: nil,
+        operation: request.op.rawValue, patch: request.patchID ?? Self.patchID(in: request),
+        result: "cancelled", code: body.code, message: body.message, options: request.options))
+    return WireCoding.line(Response<NoResult>.failure(body))
+  }
+
+  /// The id in an attach request's patch text, for the audit log; nil when unreadable.
+  private static func patchID(in request: Request) -> String? {
+    guard let text = request.patch,
+      let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    else { return nil }
+    return (object["id"] as? String).map { String($0.prefix(PatchFile.maxIDLength)) }
+  }
+
   private func perform(
     _ request: Request, caller: PeerCredentials, record: inout AuditRecord
   ) throws -> OperationReport {
@@ -244,11 +278,28 @@ public final class DaemonService: @unchecked Sendable {
   }
 }
 
+/// Set once a request's client has gone; read by the worker before it starts the request.
+public final class Cancellation: @unchecked Sendable {
+  private let lock = NSLock()
+  private var cancelled = false
+
+  public init() {}
+
+  public func cancel() { lock.withLock { cancelled = true } }
+  public var isCancelled: Bool { lock.withLock { cancelled } }
+}
+
 extension Request {
   /// The fields each operation needs.
   func checkFields() throws(ErrorBody) {
     func missing(_ field: String) -> ErrorBody {
       ErrorBody(code: "bad_request", message: "'\(op.rawValue)' needs '\(field)'")
+    }
+    // A pid is used with kill, /proc and ptrace: 0 and negatives mean process groups
+    // or nothing there, so only a real process id passes.
+    if let pid, pid < 1 {
+      throw ErrorBody(
+        code: "bad_request", message: "'pid' must be a process id (an integer >= 1), not \(pid)")
     }
     switch op {
     case .attach:
@@ -257,7 +308,13 @@ extension Request {
       guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
     case .enable, .disable:
       guard pid != nil else { throw missing("pid") }
-      guard patchID != nil else { throw missing("patch_id") }
+      guard let patchID else { throw missing("patch_id") }
+      guard patchID.count <= PatchFile.maxIDLength else {
+        throw ErrorBody(
+          code: "bad_request",
+          message:
+            "'patch_id' is \(patchID.count) characters long; patch ids are at most \(PatchFile.maxIDLength)")
+      }
     case .status, .log, .ping:
       break
     }
@@ -274,7 +331,9 @@ private func describe(_ error: any Error) -> String {
   case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
   case .typeMismatch(_, let context), .valueNotFound(_, let context):
     return "'\(path(context))' has the wrong type"
-  case .dataCorrupted(let context): return "'\(path(context))' is invalid"
+  case .dataCorrupted(let context):
+    // Our own checks (OperationOptions' bounds) say what a valid value is.
+    return "'\(path(context))' is invalid: \(context.debugDescription)"
   @unknown default: return "\(error)"
   }
 }

@@ -89,9 +89,32 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
     retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
     allowConstructors = try c.decodeIfPresent(Bool.self, forKey: .allowConstructors) ?? false
+    // A request line is anyone's input: the CLI's bounds hold here too, so no value
+    // (1e300, a negative) reaches a conversion that would trap and take the daemon down.
+    guard Self.loadTimeoutRange.contains(loadTimeout), loadTimeout > 0 else {
+      throw DecodingError.dataCorruptedError(
+        forKey: .loadTimeout, in: c,
+        debugDescription: "must be a number of seconds above 0 and at most \(Int(Self.maxSeconds))")
+    }
+    guard Self.retryForRange.contains(retryFor) else {
+      throw DecodingError.dataCorruptedError(
+        forKey: .retryFor, in: c,
+        debugDescription: "must be a number of seconds from 0 to \(Int(Self.maxSeconds))")
+    }
   }
 
-  var callTimeout: Duration { .milliseconds(Int64(loadTimeout * 1000)) }
+  /// The longest `load_timeout` and `retry_for`, in seconds (the CLI's bound too).
+  public static let maxSeconds = 600.0
+  static let loadTimeoutRange = 0.0...maxSeconds
+  static let retryForRange = 0.0...maxSeconds
+
+  /// Checked even though decoding bounds `loadTimeout`: a caller of the library API may
+  /// set any Double, and a trap here would kill the daemon.
+  var callTimeout: Duration {
+    let milliseconds = (loadTimeout * 1000).rounded()
+    guard milliseconds.isFinite, milliseconds >= 1 else { return .milliseconds(1) }
+    return .milliseconds(Int64(exactly: min(milliseconds, Self.maxSeconds * 1000)) ?? 5000)
+  }
 }
 
 /// The patching engine: validates a request, plans it with the registry, and carries
@@ -119,22 +142,31 @@ public final class Engine: @unchecked Sendable {
     pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions = .init()
   ) throws -> OperationReport {
     try failingAsExited(pid) {
-      try retryingWhileBlocked(options) {
-        try attachOnce(pid: pid, patch: file, policy: policy, options: options)
+      let process = try TargetProcess.inspect(pid)
+      try process.checkPatchable()
+      // Admitted once for every attempt; everything from here on reads the admitted copy,
+      // never the operator's path again. A copy that ends up not loaded is removed, so
+      // refused attaches leave nothing in the store.
+      let stored = try libraries.admit(file.library)
+      var loaded = false
+      defer { if !loaded { libraries.release(stored) } }
+      let report = try retryingWhileBlocked(options) {
+        try attachOnce(pid: pid, patch: file, stored: stored, policy: policy, options: options)
       }
+      loaded = !report.dryRun
+      return report
     }
   }
 
   /// One attempt at `attach`; under `stack` consistency it throws `StackBlocked`, having
   /// changed nothing, while a thread is inside what the patch switches away from.
   private func attachOnce(
-    pid: Int32, patch file: PatchFile, policy: DisablePolicy?, options: OperationOptions
+    pid: Int32, patch file: PatchFile, stored: StoredLibrary, policy: DisablePolicy?,
+    options: OperationOptions
   ) throws -> OperationReport {
     let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
-    // Everything from here on reads the admitted copy, never the operator's path again.
-    let stored = try libraries.admit(file.library)
     let library = try openLibrary(stored.path, shownAs: file.library)
     let loadTimeCode = library.loadTimeCode
     if !loadTimeCode.isEmpty && !options.allowConstructors {

@@ -4,66 +4,141 @@ import Glibc
 
 /// A patch library as the daemon admitted it: a copy, named by its SHA-256, in a folder
 /// only root can write. What is validated and later loaded is this copy, so a file
-/// swapped or rewritten on disk after the request cannot end up in the target.
+/// swapped or rewritten on disk after the request cannot end up in the target. The
+/// bytes stay on disk: a library can be hundreds of megabytes.
 public struct StoredLibrary: Sendable, Equatable {
   /// The path the operator gave (for messages and status).
   public let originalPath: String
   /// The content-addressed copy: `<state>/libraries/<sha256>.so`.
   public let path: String
   public let sha256: String
-  public let bytes: [UInt8]
+  /// This admission made the copy (no earlier patch had stored the same content), so
+  /// it is removed again unless the library ends up loaded (`LibraryStore.release`).
+  public let isNew: Bool
 }
 
 /// The content-addressed library store under the state directory.
 public struct LibraryStore: Sendable {
   public let directory: String
+  /// Read and write size while copying: memory use stays flat whatever the library's size.
+  static let chunkSize = 1 << 20
 
   public init(stateDirectory: String) {
     directory = stateDirectory + "/libraries"
   }
 
-  /// Reads `path` once, hashes exactly those bytes and keeps them under their hash.
+  /// Reads `path` once, a chunk at a time, hashing exactly the bytes it copies, and
+  /// keeps the copy under their hash.
   public func admit(_ path: String) throws(PatchError) -> StoredLibrary {
-    guard let data = FileManager.default.contents(atPath: path) else {
-      throw PatchError.libraryMissing(path: path)
+    // Looked at before it is opened: opening a FIFO blocks until a writer comes, and
+    // opening a device can act on it.
+    var info = stat()
+    guard stat(path, &info) == 0 else { throw PatchError.libraryMissing(path: path) }
+    if let kind = Self.notRegularFile(info.st_mode) {
+      throw PatchError.libraryUnusable(path: path, reason: kind)
     }
-    let bytes = [UInt8](data)
-    let digest = Self.sha256(bytes)
-    let stored = directory + "/" + digest + ".so"
-    if !FileManager.default.fileExists(atPath: stored) {
-      try write(bytes, to: stored)
+    // O_NONBLOCK: should the path become a FIFO after the stat, open still returns at
+    // once, and the fstat below refuses it.
+    let input = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard input >= 0 else {
+      throw PatchError.libraryUnusable(
+        path: path, reason: "cannot be opened: \(String(cString: strerror(errno)))")
     }
-    return StoredLibrary(originalPath: path, path: stored, sha256: digest, bytes: bytes)
-  }
-
-  /// Writes through a temporary name and renames, so a reader never sees half a file.
-  private func write(_ bytes: [UInt8], to path: String) throws(PatchError) {
+    defer { close(input) }
+    guard fstat(input, &info) == 0 else { throw PatchError.libraryMissing(path: path) }
+    if let kind = Self.notRegularFile(info.st_mode) {
+      throw PatchError.libraryUnusable(path: path, reason: kind)
+    }
     do {
       try FileManager.default.createDirectory(
         atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-      let temporary = path + ".tmp-\(getpid())"
-      guard
-        FileManager.default.createFile(
-          atPath: temporary, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
-      else { throw PatchError.libraryStore(reason: "cannot write \(temporary)") }
-      guard rename(temporary, path) == 0 else {
-        throw PatchError.libraryStore(
-          reason: "cannot rename into \(path): \(String(cString: strerror(errno)))")
-      }
-    } catch let error as PatchError {
-      throw error
     } catch {
-      throw PatchError.libraryStore(reason: "\(error)")
+      throw PatchError.libraryStore(reason: "cannot create \(directory): \(error)")
+    }
+    // Written through a temporary name and renamed, so a reader never sees half a file.
+    let temporary = directory + "/.admit-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
+    let output = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard output >= 0 else {
+      throw PatchError.libraryStore(reason: "cannot write \(temporary): \(String(cString: strerror(errno)))")
+    }
+    let digest: String
+    do {
+      defer { close(output) }
+      digest = try Self.copy(from: input, to: output, path: path, temporary: temporary)
+    } catch {
+      unlink(temporary)
+      throw error
+    }
+    let stored = directory + "/" + digest + ".so"
+    if access(stored, F_OK) == 0 {
+      unlink(temporary)
+      return StoredLibrary(originalPath: path, path: stored, sha256: digest, isNew: false)
+    }
+    guard rename(temporary, stored) == 0 else {
+      let reason = String(cString: strerror(errno))
+      unlink(temporary)
+      throw PatchError.libraryStore(reason: "cannot rename into \(stored): \(reason)")
+    }
+    return StoredLibrary(originalPath: path, path: stored, sha256: digest, isNew: true)
+  }
+
+  /// Removes a copy this admission made, when the operation that admitted it did not
+  /// load it (refused, failed or a dry run): the store keeps only what targets use.
+  public func release(_ library: StoredLibrary) {
+    if library.isNew { unlink(library.path) }
+  }
+
+  /// Removes copies left half-written by a daemon that died while admitting.
+  public func removeLeftovers() {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    for name in names where name.hasPrefix(".admit-") && name.hasSuffix(".tmp") {
+      unlink(directory + "/" + name)
     }
   }
 
-  /// Lowercase hex SHA-256 of `bytes` (OpenSSL's EVP digest).
-  public static func sha256(_ bytes: [UInt8]) -> String {
+  /// Copies `input` to `output` and returns the lowercase hex SHA-256 of what it copied.
+  private static func copy(from input: Int32, to output: Int32, path: String, temporary: String)
+    throws(PatchError) -> String
+  {
+    guard let context = EVP_MD_CTX_new() else { throw PatchError.libraryStore(reason: "no SHA-256 context") }
+    defer { EVP_MD_CTX_free(context) }
+    EVP_DigestInit_ex(context, EVP_sha256(), nil)
+    var chunk = [UInt8](repeating: 0, count: chunkSize)
+    while true {
+      let count = read(input, &chunk, chunk.count)
+      if count < 0 && errno == EINTR { continue }
+      guard count >= 0 else {
+        throw PatchError.libraryUnusable(
+          path: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
+      }
+      if count == 0 { break }
+      EVP_DigestUpdate(context, chunk, count)
+      var offset = 0
+      while offset < count {
+        let written = chunk.withUnsafeBytes { write(output, $0.baseAddress! + offset, count - offset) }
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else {
+          throw PatchError.libraryStore(
+            reason: "cannot write \(temporary): \(String(cString: strerror(errno)))")
+        }
+        offset += written
+      }
+    }
     var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
     var length: UInt32 = 0
-    _ = bytes.withUnsafeBytes { buffer in
-      EVP_Digest(buffer.baseAddress, buffer.count, &digest, &length, EVP_sha256(), nil)
-    }
+    EVP_DigestFinal_ex(context, &digest, &length)
     return digest.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// What a file that is not a regular file is, in words; nil for a regular file.
+  static func notRegularFile(_ mode: mode_t) -> String? {
+    switch mode & S_IFMT {
+    case S_IFREG: return nil
+    case S_IFDIR: return "is a directory"
+    case S_IFIFO: return "is a FIFO"
+    case S_IFCHR, S_IFBLK: return "is a device"
+    case S_IFSOCK: return "is a socket"
+    default: return "is not a regular file"
+    }
   }
 }

@@ -5,6 +5,9 @@ import SwpatchRegistry
 /// one of these is thrown.
 public enum PatchError: Error, CustomStringConvertible, Sendable {
   case libraryMissing(path: String)
+  /// The library path names something other than a readable regular file
+  /// (`reason`: "is a directory", "is a FIFO", "is a device", ...).
+  case libraryUnusable(path: String, reason: String)
   case tooShort(function: String, size: UInt64, needed: UInt64)
   case noMemoryNearby(address: UInt64)
   case mmapFailed
@@ -43,6 +46,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .libraryMissing(let path):
       return
         "library \(path) does not exist; fix `library` in the patch file (relative paths start at the patch file's folder)"
+    case .libraryUnusable(let path, let reason):
+      return "library \(path) \(reason); `library` in the patch file must name a shared object file"
     case .tooShort(let function, let size, let needed):
       return "function '\(function)' is \(size) bytes long; a jump needs \(needed) (patch a caller instead)"
     case .noMemoryNearby(let address):
@@ -106,7 +111,7 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
 extension PatchError: CodedError {
   public var code: String {
     switch self {
-    case .libraryMissing: return "bad_library"
+    case .libraryMissing, .libraryUnusable: return "bad_library"
     case .tooShort: return "function_too_short"
     case .noMemoryNearby, .mmapFailed: return "no_memory"
     case .noLoader, .dlopenFailed: return "load_failed"

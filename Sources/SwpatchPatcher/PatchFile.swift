@@ -25,6 +25,11 @@ public struct PatchFile: Sendable, Equatable {
   /// Path of the patch file itself, for messages.
   public var source: String
 
+  /// The longest patch id: ids appear in every status line, audit record and message.
+  public static let maxIDLength = 128
+  /// The largest `sympos`: far above any real count of same-named local symbols.
+  public static let maxSympos = 65535
+
   /// Reads and validates `path`.
   public static func load(path: String) throws(PatchFileError) -> PatchFile {
     guard let data = FileManager.default.contents(atPath: path) else {
@@ -44,11 +49,17 @@ public struct PatchFile: Sendable, Equatable {
       throw fail("is not valid JSON")
     }
     guard case .object(let top) = json else { throw fail("must be a JSON object") }
+    if let key = DuplicateKeys.first(in: data) {
+      throw fail("has the key '\(key)' twice; each key may appear once in an object")
+    }
     try checkKeys(
       top, allowed: ["id", "library", "functions", "replace", "requires", "build_ids"], at: "", fail)
     let id = try string(top, "id", at: "", fail)
     guard id.range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil else {
       throw fail("'id' must be letters, digits, '.', '_' or '-' (got \"\(id)\")")
+    }
+    guard id.count <= maxIDLength else {
+      throw fail("'id' is \(id.count) characters long; at most \(maxIDLength) are allowed")
     }
     var library = try string(top, "library", at: "", fail)
     if !library.hasPrefix("/") { library = (folder as NSString).appendingPathComponent(library) }
@@ -65,8 +76,12 @@ public struct PatchFile: Sendable, Equatable {
         old: try string(entry, "old", at: at, fail), new: try string(entry, "new", at: at, fail))
       if entry["object"] != nil { function.object = try string(entry, "object", at: at, fail) }
       if let value = entry["sympos"] {
-        guard case .number(let number) = value, let pos = Int(exactly: number), pos >= 1 else {
-          throw fail("'\(at)sympos' must be an integer >= 1")
+        // Range first, then an exact conversion: 2^63-1 arrives as the Double 2^63,
+        // which no Int holds.
+        guard case .number(let number) = value, number >= 1, number <= Double(maxSympos),
+          let pos = Int(exactly: number)
+        else {
+          throw fail("'\(at)sympos' must be an integer between 1 and \(maxSympos)")
         }
         function.sympos = pos
       }
@@ -81,8 +96,8 @@ public struct PatchFile: Sendable, Equatable {
     if let value = top["requires"] {
       guard case .array(let ids) = value else { throw fail("'requires' must be an array of patch ids") }
       for entry in ids {
-        guard case .string(let id) = entry, !id.isEmpty else {
-          throw fail("'requires' must be an array of patch ids")
+        guard case .string(let id) = entry, !id.isEmpty, id.count <= maxIDLength else {
+          throw fail("'requires' must be an array of patch ids (each at most \(maxIDLength) characters)")
         }
         requires.append(id)
       }

@@ -275,7 +275,7 @@ final class Transaction {
         reason: "memfd_create in the target failed: \(String(cString: strerror(Int32(-fd))))")
     }
     do {
-      try fill("\(target.directory)/fd/\(fd)", with: library.bytes)
+      try fill("\(target.directory)/fd/\(fd)", from: library.path)
     } catch {
       _ = try? target.syscall(Syscall.close, [UInt64(fd)])
       throw PatchError.dlopenFailed(path: library.originalPath, reason: "\(error)")
@@ -283,12 +283,20 @@ final class Transaction {
     return fd
   }
 
-  /// Writes `bytes` into the file behind the target's descriptor (through /proc, which
-  /// reaches it whatever mount namespace the target lives in).
-  private func fill(_ path: String, with bytes: [UInt8]) throws {
-    let handle = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec])
-    defer { try? handle.close() }
-    _ = try bytes.withUnsafeBytes { try handle.writeAll($0) }
+  /// Copies the stored library into the file behind the target's descriptor (through
+  /// /proc, which reaches it whatever mount namespace the target lives in), a chunk at
+  /// a time, so a large library is never held in memory whole.
+  private func fill(_ path: String, from source: String) throws {
+    let input = try FileDescriptor.open(FilePath(source), .readOnly, options: [.closeOnExec])
+    defer { try? input.close() }
+    let output = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec])
+    defer { try? output.close() }
+    var chunk = [UInt8](repeating: 0, count: LibraryStore.chunkSize)
+    while true {
+      let count = try chunk.withUnsafeMutableBytes { try input.read(into: $0) }
+      if count == 0 { return }
+      _ = try chunk[..<count].withUnsafeBytes { try output.writeAll($0) }
+    }
   }
 
   /// dlerror()'s text after a failed dlopen.
