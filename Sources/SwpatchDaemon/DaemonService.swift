@@ -22,6 +22,11 @@ public final class DaemonService: @unchecked Sendable {
   private var dropped: [Int32] = []
   private var stopping = false
   private var watcher: TargetWatcher?
+  /// Looks for targets that ran `execve` (see `watchForExec`).
+  private var execWatch: (any DispatchSourceTimer)?
+  /// Targets dropped because they ran `execve`, so that their later exit is not
+  /// reported a second time.
+  private var replaced: Set<TargetID> = []
 
   public init(stateDirectory: String) {
     self.stateDirectory = stateDirectory
@@ -39,6 +44,7 @@ public final class DaemonService: @unchecked Sendable {
   public func start() throws {
     engine.libraries.removeLeftovers()
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
+    watchForExec()
     for (id, message) in engine.recoverInterruptedOperations() {
       audit.append(
         AuditRecord(
@@ -251,7 +257,38 @@ public final class DaemonService: @unchecked Sendable {
     worker.async { [engine] in _ = try? engine.store.locked { _ in } }
   }
 
+  /// `execve` keeps the pid, the start time and the pidfd quiet, yet every hook of the
+  /// old program is gone with its image: once a second, a target whose image changed is
+  /// dropped as if it had exited (status already stops showing it at once; this writes
+  /// the audit line and persists the drop).
+  private func watchForExec() {
+    let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "swpatchd.exec-watch"))
+    timer.schedule(deadline: .now() + 1, repeating: 1)
+    timer.setEventHandler { [weak self] in self?.dropReplacedImages() }
+    timer.resume()
+    execWatch = timer
+  }
+
+  private func dropReplacedImages() {
+    for id in engine.store.replacedImages() where lock.withLock({ replaced.insert(id).inserted }) {
+      lock.withLock {
+        drift[id.pid] = nil
+        dropped.append(id.pid)
+      }
+      audit.append(
+        AuditRecord(
+          uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: "exec", patch: nil,
+          result: "dropped",
+          message:
+            "the target ran execve: its program image and every hook in it are gone; its registry entries were dropped"
+        ))
+      worker.async { [engine] in _ = try? engine.store.locked { _ in } }
+    }
+  }
+
   private func recordExit(_ id: TargetID) {
+    // Dropped already when it ran execve; its exit is not news.
+    if lock.withLock({ replaced.contains(id) }) { return }
     lock.withLock {
       drift[id.pid] = nil
       dropped.append(id.pid)

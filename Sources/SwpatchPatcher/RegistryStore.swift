@@ -72,6 +72,15 @@ public final class RegistryStore: @unchecked Sendable {
     return registry
   }
 
+  /// The recorded targets whose process still runs but now runs another program
+  /// (`execve`): what a watcher must drop, since no pidfd says so.
+  public func replacedImages() -> [TargetID] {
+    guard let registry = try? read() else { return [] }
+    return registry.targets.filter { target in
+      TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) && !Self.isCurrent(target)
+    }.map(\.id)
+  }
+
   /// Whether `target`'s entries still describe a live process: the same pid and start
   /// time, and the same program image. `execve` keeps both pid and start time but
   /// replaces every mapping, so an entry whose recorded image differs from the

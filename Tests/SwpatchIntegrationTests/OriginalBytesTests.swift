@@ -98,6 +98,14 @@ import Testing
     // Same pid, same start time, another program: nothing of the old entry applies.
     let status = try #require(ws.swpatch("status", "--json").json)
     #expect((status["targets"] as? [Any])?.isEmpty == true, "\(status)")
+    // The daemon notices by itself (no pidfd fires for execve) and audits the drop.
+    var audited = false
+    for _ in 0..<40 where !audited {
+      let log = ws.swpatch("log", "--pid", "\(target.pid)", "--json").output
+      audited = log.contains(#""operation":"exec""#)
+      if !audited { usleep(100_000) }
+    }
+    #expect(audited, "no exec line in the audit log")
     let attach = ws.swpatch("attach", "\(target.pid)", fix(ws))
     #expect(attach.status == 0, "\(attach.output)")
     #expect(target.waitForValue("compute", "63", from: target.output.count))
