@@ -9,7 +9,7 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc b
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures
+.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check
 
 all: build
 
@@ -169,6 +169,15 @@ bench: deps bench-fixtures
 	@bin=$$($(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --show-bin-path); \
 	  "$$bin/swpatch-bench" --swpatch "$$bin/swpatch" --fixtures $(BENCHOUT) \
 	    --frida-python bench/.venv/bin/python --out bench/results.json $(BENCH_ARGS)
+
+# Before a release: the README's three commands, in order, in a fresh clone of HEAD, as a
+# new user runs them (docs/releasing.md). Not part of `make test`: it builds everything
+# twice over and runs the benchmark (about 15 minutes here).
+RELEASE_CHECK_DIR ?= $(shell mktemp -d /tmp/swpatch-release-check.XXXXXX)
+release-check:
+	git clone -q . $(RELEASE_CHECK_DIR)/swpatch
+	cd $(RELEASE_CHECK_DIR)/swpatch && $(MAKE) demo && $(MAKE) test && $(MAKE) bench BENCH_ARGS=--quick
+	@echo "release-check: make demo, make test and make bench passed in $(RELEASE_CHECK_DIR)/swpatch"
 
 clean:
 	rm -rf .build $(FIXOUT)
