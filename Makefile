@@ -173,11 +173,11 @@ bench: deps bench-fixtures
 # Before a release: the README's three commands, in order, in a fresh clone of HEAD, as a
 # new user runs them (docs/releasing.md). Not part of `make test`: it builds everything
 # twice over and runs the benchmark (about 15 minutes here).
-RELEASE_CHECK_DIR ?= $(shell mktemp -d /tmp/swpatch-release-check.XXXXXX)
 release-check:
-	git clone -q . $(RELEASE_CHECK_DIR)/swpatch
-	cd $(RELEASE_CHECK_DIR)/swpatch && $(MAKE) demo && $(MAKE) test && $(MAKE) bench BENCH_ARGS=--quick
-	@echo "release-check: make demo, make test and make bench passed in $(RELEASE_CHECK_DIR)/swpatch"
+	@dir=$${RELEASE_CHECK_DIR:-$$(mktemp -d /tmp/swpatch-release-check.XXXXXX)}; set -e; \
+	  git clone -q . $$dir/swpatch; cd $$dir/swpatch; \
+	  $(MAKE) demo; $(MAKE) test; $(MAKE) bench BENCH_ARGS=--quick; \
+	  echo "release-check: make demo, make test and make bench passed in $$dir/swpatch"
 
 clean:
 	rm -rf .build $(FIXOUT)
