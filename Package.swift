@@ -38,6 +38,10 @@ let package = Package(
     // The bottom of every module: error codes (CodedError) and the hex form of addresses
     // and bytes. Pure.
     .target(name: "SwpatchBase"),
+    // The wire protocol: requests, responses, reports, options and audit records, with
+    // their JSON forms, shared by the daemon and the CLI. No I/O.
+    .target(
+      name: "SwpatchProtocol", dependencies: ["SwpatchBase", "SwpatchRegistry"]),
     // Pure logic: hooks, func stacks, policies, plans. No I/O.
     .target(name: "SwpatchRegistry", dependencies: ["SwpatchBase"]),
     // Executes a plan transactionally inside one stop of the target.
@@ -45,7 +49,7 @@ let package = Package(
       name: "SwpatchPatcher",
       dependencies: [
         "SwpatchBase", "SwpatchProcess", "SwpatchSymbols", "SwpatchX86", "SwpatchRegistry", "SwpatchState",
-        "CCrypto",
+        "SwpatchProtocol", "CCrypto",
         .product(name: "SystemPackage", package: "swift-system"),
       ]),
     // The daemon: socket protocol, peer credentials, audit log, target watching; and the
@@ -54,6 +58,7 @@ let package = Package(
       name: "SwpatchDaemon",
       dependencies: [
         "SwpatchBase", "SwpatchPatcher", "SwpatchRegistry", "SwpatchProcess", "SwpatchState",
+        "SwpatchProtocol",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -63,6 +68,7 @@ let package = Package(
       name: "swpatch",
       dependencies: [
         "SwpatchBase", "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols", "SwpatchState",
+        "SwpatchProtocol",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the
@@ -74,9 +80,16 @@ let package = Package(
     // Pure checks of process control and the patcher's values: no root, no fixtures.
     .testTarget(
       name: "SwpatchUnitTests",
-      dependencies: ["SwpatchBase", "SwpatchProcess", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols"]),
+      dependencies: [
+        "SwpatchBase", "SwpatchProcess", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols",
+        "SwpatchProtocol",
+      ]),
+    // The CLI's own rendering (text output of the wire types).
+    .testTarget(name: "SwpatchCLITests", dependencies: ["swpatch", "SwpatchRegistry"]),
     .testTarget(
       name: "SwpatchIntegrationTests",
-      dependencies: ["SwpatchDaemon", "SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess"]),
+      dependencies: [
+        "SwpatchDaemon", "SwpatchPatcher", "SwpatchSymbols", "SwpatchProcess", "SwpatchProtocol",
+      ]),
   ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SwpatchProcess
+import SwpatchProtocol
 
 /// The CLI's end of the socket: one connection per request, one line each way. When no
 /// daemon answers, a root client starts one in the background and waits for it.

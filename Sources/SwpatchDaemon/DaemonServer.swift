@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import NIOCore
 import NIOPosix
+import SwpatchProtocol
 
 /// How a daemon is set up.
 public struct DaemonConfig: Sendable {

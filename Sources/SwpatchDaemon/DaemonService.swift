@@ -2,6 +2,7 @@ import Foundation
 import SwpatchBase
 import SwpatchPatcher
 import SwpatchProcess
+import SwpatchProtocol
 import SwpatchRegistry
 
 /// What the daemon does with a request, apart from the socket: authorises it, runs
@@ -81,7 +82,7 @@ public final class DaemonService: @unchecked Sendable {
   ) {
     let request: Request
     do {
-      request = try Self.decode(line)
+      request = try Request.decode(line)
     } catch {
       return reply(WireCoding.line(Response<NoResult>.failure(error)))
     }
@@ -102,41 +103,6 @@ public final class DaemonService: @unchecked Sendable {
         guard !cancellation.isCancelled else { return reply(self.cancelled(request, caller: peer)) }
         reply(self.change(request, caller: peer))
       }
-    }
-  }
-
-  /// Parses a request line, with an error that says what is wrong with it.
-  static func decode(_ line: Data) throws(ErrorBody) -> Request {
-    guard let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
-      throw ErrorBody(code: "bad_request", message: "the request is not a JSON object on one line")
-    }
-    if let key = DuplicateKeys.first(in: line) {
-      throw ErrorBody(
-        code: "bad_request", message: "the request has the key '\(key)' twice; each key may appear once")
-    }
-    guard let version = object["v"] as? Int else {
-      throw ErrorBody(code: "bad_request", message: "the request has no protocol version 'v'")
-    }
-    guard version == DaemonProtocol.version else {
-      throw ErrorBody(
-        code: "bad_version",
-        message: "protocol version \(version) is not supported; this daemon speaks \(DaemonProtocol.version)")
-    }
-    guard let op = object["op"] as? String else {
-      throw ErrorBody(code: "bad_request", message: "the request has no operation 'op'")
-    }
-    guard Operation(rawValue: op) != nil else {
-      let known = Operation.allCases.map(\.rawValue).joined(separator: ", ")
-      throw ErrorBody(code: "unknown_operation", message: "unknown operation '\(op)'; known: \(known)")
-    }
-    do {
-      let request = try JSONDecoder().decode(Request.self, from: line)
-      try request.checkFields()
-      return request
-    } catch let error as ErrorBody {
-      throw error
-    } catch {
-      throw ErrorBody(code: "bad_request", message: "malformed '\(op)' request: \(describe(error))")
     }
   }
 
@@ -209,7 +175,7 @@ public final class DaemonService: @unchecked Sendable {
     guard let text = request.patch,
       let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
     else { return nil }
-    return (object["id"] as? String).map { String($0.prefix(PatchFile.maxIDLength)) }
+    return (object["id"] as? String).map { String($0.prefix(DaemonProtocol.maxPatchIDLength)) }
   }
 
   private func perform(
@@ -324,53 +290,4 @@ public final class Cancellation: @unchecked Sendable {
 
   public func cancel() { lock.withLock { cancelled = true } }
   public var isCancelled: Bool { lock.withLock { cancelled } }
-}
-
-extension Request {
-  /// The fields each operation needs.
-  func checkFields() throws(ErrorBody) {
-    func missing(_ field: String) -> ErrorBody {
-      ErrorBody(code: "bad_request", message: "'\(op.rawValue)' needs '\(field)'")
-    }
-    // A pid is used with kill, /proc and ptrace: 0 and negatives mean process groups
-    // or nothing there, so only a real process id passes.
-    if let pid, pid < 1 {
-      throw ErrorBody(
-        code: "bad_request", message: "'pid' must be a process id (an integer >= 1), not \(pid)")
-    }
-    switch op {
-    case .attach:
-      guard pid != nil else { throw missing("pid") }
-      guard patch != nil else { throw missing("patch") }
-      guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
-    case .enable, .disable:
-      guard pid != nil else { throw missing("pid") }
-      guard let patchID else { throw missing("patch_id") }
-      guard patchID.count <= PatchFile.maxIDLength else {
-        throw ErrorBody(
-          code: "bad_request",
-          message:
-            "'patch_id' is \(patchID.count) characters long; patch ids are at most \(PatchFile.maxIDLength)")
-      }
-    case .status, .log, .ping:
-      break
-    }
-  }
-}
-
-/// A decoding error in one line: the path to the bad field and what was wrong.
-private func describe(_ error: any Error) -> String {
-  guard let error = error as? DecodingError else { return "\(error)" }
-  func path(_ context: DecodingError.Context) -> String {
-    context.codingPath.map(\.stringValue).joined(separator: ".")
-  }
-  switch error {
-  case .keyNotFound(let key, _): return "missing '\(key.stringValue)'"
-  case .typeMismatch(_, let context), .valueNotFound(_, let context):
-    return "'\(path(context))' has the wrong type"
-  case .dataCorrupted(let context):
-    // Our own checks (OperationOptions' bounds) say what a valid value is.
-    return "'\(path(context))' is invalid: \(context.debugDescription)"
-  @unknown default: return "\(error)"
-  }
 }

@@ -1,4 +1,5 @@
 import SwpatchBase
+import SwpatchProtocol
 
 extension ErrorBody: CodedError {}
 

@@ -1,18 +1,9 @@
 import Foundation
 import SwpatchBase
 import SwpatchProcess
+import SwpatchProtocol
 import SwpatchRegistry
 import SwpatchSymbols
-
-/// When a switch from one version of a function to another may happen.
-public enum Consistency: String, Codable, Sendable, CaseIterable {
-  /// Only when no thread has a frame inside a version being switched away from (every
-  /// thread unwound in the stop); otherwise resume, wait and try again.
-  case stack
-  /// At once: calls already in flight finish in the old version, new calls reach the new
-  /// one (function-level consistency). Only the bytes-in-flight check applies.
-  case entry
-}
 
 /// A stretch of code no thread may be executing when the switch happens: a version's
 /// body, or its cold part (`name.cold`, which gcc splits out of the body and jumps to).
@@ -146,32 +137,4 @@ extension Engine {
 /// `5`, `2.5`, `0.001`: seconds as people write them.
 func formatSeconds(_ seconds: Double) -> String {
   seconds == seconds.rounded() && abs(seconds) < 1e15 ? String(Int(seconds)) : String(seconds)
-}
-
-extension OperationOptions {
-  /// `retryFor` as a duration the loop can use whatever a request carried: the CLI
-  /// refuses values outside 0...600 s, and the engine must not trap on one that got
-  /// through another front end (a negative or non-finite value means one attempt).
-  public var retryBound: Duration {
-    guard retryFor.isFinite, retryFor > 0 else { return .zero }
-    return .milliseconds(Int64(min(retryFor, 600) * 1000))
-  }
-
-  /// Seconds in `text`: `5s`, `500ms`, `1m`, or a plain number of seconds (`2.5`); nil
-  /// when it is none of those, negative or not finite.
-  public static func seconds(parsing text: String) -> Double? {
-    let trimmed = text.trimmingCharacters(in: .whitespaces)
-    let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
-    var number = Substring(trimmed)
-    var scale = 1.0
-    for unit in units where trimmed.hasSuffix(unit.suffix) {
-      number = trimmed.dropLast(unit.suffix.count)
-      scale = unit.scale
-      break
-    }
-    guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }), let value = Double(number),
-      value.isFinite, value >= 0
-    else { return nil }
-    return value * scale
-  }
 }

@@ -1,121 +1,10 @@
 import Foundation
 import SwpatchBase
 import SwpatchProcess
+import SwpatchProtocol
 import SwpatchRegistry
 import SwpatchSymbols
 import SwpatchX86
-
-/// The result of one attach, enable or disable, for humans and for `--json`.
-public struct OperationReport: Codable, Sendable {
-  /// One redirected (or restored) function.
-  public struct FunctionLine: Codable, Sendable {
-    public var function: String
-    public var object: String
-    public var oldAddr: String
-    public var replacement: String
-    public var address: String
-    enum CodingKeys: String, CodingKey {
-      case function, object, replacement, address
-      case oldAddr = "old_addr"
-    }
-  }
-  public var pid: Int32
-  public var operation: String
-  public var patch: String
-  public var dryRun: Bool
-  public var policy: String
-  public var functions: [FunctionLine]
-  public var plan: [String]
-  /// Patches that an atomic-replace patch disabled in the same stop.
-  public var alsoDisabled: [String]
-  public var stoppedMicroseconds: Int64
-  public var notes: [String]
-  /// `stack` or `entry`: how the switch was timed.
-  public var consistency: String = Consistency.stack.rawValue
-  /// How many times the target was resumed and stopped again because a thread was
-  /// inside a function being switched away from.
-  public var retries: Int = 0
-
-  enum CodingKeys: String, CodingKey {
-    case pid, operation, patch, policy, functions, plan, notes, consistency, retries
-    case dryRun = "dry_run"
-    case alsoDisabled = "also_disabled"
-    case stoppedMicroseconds = "stopped_us"
-  }
-}
-
-/// How one attach, enable or disable is carried out. Codable: the daemon's protocol
-/// carries it as the request's `options` object, so a new option needs no protocol change.
-public struct OperationOptions: Codable, Sendable, Equatable {
-  /// Plan and report only; the target is not touched.
-  public var dryRun: Bool
-  /// Bound, in seconds, on a remote call (dlopen) in the target.
-  public var loadTimeout: Double
-  /// Patch even when the DWARF prototypes of `old` and `new` differ (the report notes it).
-  public var force: Bool
-  /// When a switch may happen: `stack` (no thread inside what is switched away from)
-  /// or `entry` (at once).
-  public var consistency: Consistency
-  /// Bound, in seconds, on waiting (with retries) for threads to leave under `stack`.
-  public var retryFor: Double
-  /// Load a library that runs code when loaded (constructors); refused otherwise.
-  public var allowConstructors: Bool = false
-
-  public init(
-    dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false,
-    consistency: Consistency = .stack, retryFor: Double = 5
-  ) {
-    self.dryRun = dryRun
-    self.loadTimeout = loadTimeout
-    self.force = force
-    self.consistency = consistency
-    self.retryFor = retryFor
-  }
-
-  enum CodingKeys: String, CodingKey {
-    case consistency
-    case dryRun = "dry_run"
-    case loadTimeout = "load_timeout"
-    case force
-    case retryFor = "retry_for"
-    case allowConstructors = "allow_constructors"
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    dryRun = try c.decodeIfPresent(Bool.self, forKey: .dryRun) ?? false
-    loadTimeout = try c.decodeIfPresent(Double.self, forKey: .loadTimeout) ?? 5
-    force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
-    consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
-    retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
-    allowConstructors = try c.decodeIfPresent(Bool.self, forKey: .allowConstructors) ?? false
-    // A request line is anyone's input: the CLI's bounds hold here too, so no value
-    // (1e300, a negative) reaches a conversion that would trap and take the daemon down.
-    guard Self.loadTimeoutRange.contains(loadTimeout), loadTimeout > 0 else {
-      throw DecodingError.dataCorruptedError(
-        forKey: .loadTimeout, in: c,
-        debugDescription: "must be a number of seconds above 0 and at most \(Int(Self.maxSeconds))")
-    }
-    guard Self.retryForRange.contains(retryFor) else {
-      throw DecodingError.dataCorruptedError(
-        forKey: .retryFor, in: c,
-        debugDescription: "must be a number of seconds from 0 to \(Int(Self.maxSeconds))")
-    }
-  }
-
-  /// The longest `load_timeout` and `retry_for`, in seconds (the CLI's bound too).
-  public static let maxSeconds = 600.0
-  static let loadTimeoutRange = 0.0...maxSeconds
-  static let retryForRange = 0.0...maxSeconds
-
-  /// Checked even though decoding bounds `loadTimeout`: a caller of the library API may
-  /// set any Double, and a trap here would kill the daemon.
-  var callTimeout: Duration {
-    let milliseconds = (loadTimeout * 1000).rounded()
-    guard milliseconds.isFinite, milliseconds >= 1 else { return .milliseconds(1) }
-    return .milliseconds(Int64(exactly: min(milliseconds, Self.maxSeconds * 1000)) ?? 5000)
-  }
-}
 
 /// The patching engine: validates a request, plans it with the registry, and carries
 /// the plan out inside one stop of the target. Front ends (the CLI, later the daemon)
@@ -565,8 +454,8 @@ public final class Engine: @unchecked Sendable {
       policy: state.policy.rawValue,
       functions: patch.functions.map {
         .init(
-          function: $0.site.name, object: $0.site.object, oldAddr: hexAddress($0.site.oldAddr),
-          replacement: $0.replacement, address: hexAddress($0.replacementAddr))
+          function: $0.site.name, object: $0.site.object, oldAddr: Address($0.site.oldAddr),
+          replacement: $0.replacement, address: Address($0.replacementAddr))
       }, plan: plan.steps, alsoDisabled: plan.alsoDisabled,
       stoppedMicroseconds: stopped.microseconds, notes: notes)
   }

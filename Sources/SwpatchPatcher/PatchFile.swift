@@ -1,5 +1,6 @@
 import Foundation
 import SwpatchBase
+import SwpatchProtocol
 
 /// A patch file as the operator wrote it (docs/patch-format.md), validated strictly:
 /// unknown keys, wrong types and empty lists are errors, so a typo never passes silently.
@@ -26,7 +27,7 @@ public struct PatchFile: Sendable, Equatable {
   public var source: String
 
   /// The longest patch id: ids appear in every status line, audit record and message.
-  public static let maxIDLength = 128
+  public static let maxIDLength = DaemonProtocol.maxPatchIDLength
   /// The largest `sympos`: far above any real count of same-named local symbols.
   public static let maxSympos = 65535
 

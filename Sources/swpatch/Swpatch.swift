@@ -4,6 +4,7 @@ import Logging
 import SwpatchBase
 import SwpatchDaemon
 import SwpatchPatcher
+import SwpatchProtocol
 import SwpatchRegistry
 import SwpatchState
 import SwpatchSymbols
@@ -60,7 +61,7 @@ struct DaemonLocation: ParsableArguments {
       """)
   var stateDir: String?
 
-  var socketPath: String { absolute(DaemonProtocol.socketPath(explicit: socket)) }
+  var socketPath: String { absolute(SocketLocation.resolve(explicit: socket).path) }
   var stateDirectory: String { absolute(StateDirectory.resolve(explicit: stateDir).path) }
 
   func client() -> DaemonClient { DaemonClient(socketPath: socketPath, stateDirectory: stateDirectory) }
@@ -215,7 +216,7 @@ struct PatchChange: ParsableArguments {
   @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
-  func run(_ operation: SwpatchDaemon.Operation) throws {
+  func run(_ operation: RequestOp) throws {
     try Output.run(json: common.json) {
       let request = Request(
         op: operation, pid: pid, patchID: patchID,

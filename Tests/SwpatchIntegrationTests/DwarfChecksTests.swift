@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SwpatchPatcher
+import SwpatchProtocol
 import SwpatchSymbols
 import Testing
 

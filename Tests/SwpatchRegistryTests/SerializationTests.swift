@@ -90,23 +90,6 @@ private func statusScenario() throws -> TargetState {
   #expect(try JSONDecoder().decode(StatusReport.self, from: json(report)) == report)
 }
 
-@Test func statusTextStartsWithTheTargetAndMarksTheActiveReplacement() throws {
-  let text = renderStatusText(StatusReport(targets: [try statusScenario()]))
-  let p3 = hexAddress(replacementAddr("p3", foo))
-  let p1 = hexAddress(replacementAddr("p1", foo))
-  #expect(
-    text.split(separator: "\n").map(String.init) == [
-      "pid 4242  /srv/app  policy=stack",
-      "  foo  app  0x55d1c0a01139",
-      "    * p3  foo_p3  \(p3)",
-      "      p1  foo_p1  \(p1)",
-      "      (original)",
-      "  patches: p1 enabled, p2 disabled, p3 enabled",
-      "  note: disabled patches stay loaded (threads may still return into their code)",
-    ])
-  #expect(renderStatusText(StatusReport(targets: [])) == "no patched targets")
-}
-
 @Test func planDescribesOneLinePerEffectAndEncodesHexAddresses() throws {
   var state = try attach(fresh(.stack), makePatch("p1", [foo, bar]))
   state = try attach(state, makePatch("p2", [foo]))

@@ -1,5 +1,6 @@
 import Foundation
 import SwpatchPatcher
+import SwpatchProtocol
 import Testing
 
 /// `--retry-for` parsing and the options' wire form: pure, no process involved.

@@ -1,5 +1,6 @@
 import Foundation
 import SwpatchPatcher
+import SwpatchProtocol
 import Testing
 
 /// The duplicate-key scan behind patch files and protocol requests (no root, no fixtures).

@@ -1,5 +1,4 @@
 import Foundation
-import SwpatchPatcher
 import SwpatchRegistry
 
 /// The daemon's wire protocol (docs/protocol.md): one JSON request per line, one JSON
@@ -9,15 +8,12 @@ public enum DaemonProtocol {
   public static let version = 1
   /// A request line longer than this closes the connection.
   public static let maxLineBytes = 1 << 20
-
-  /// `explicit`, else `SWPATCH_SOCKET`, else /run/swpatch/swpatchd.sock.
-  public static func socketPath(explicit: String? = nil) -> String {
-    explicit ?? ProcessInfo.processInfo.environment["SWPATCH_SOCKET"] ?? "/run/swpatch/swpatchd.sock"
-  }
+  /// The longest patch id, in patch files and requests alike.
+  public static let maxPatchIDLength = 128
 }
 
 /// What a client asks for.
-public enum Operation: String, Codable, Sendable, CaseIterable {
+public enum RequestOp: String, Codable, Sendable, CaseIterable {
   case attach, enable, disable, status, log, ping
 
   /// Operations that change a target and the registry, and go through the worker.
@@ -28,7 +24,7 @@ public enum Operation: String, Codable, Sendable, CaseIterable {
 public struct Request: Codable, Sendable {
   /// Protocol version the client speaks.
   public var v: Int
-  public var op: Operation
+  public var op: RequestOp
   public var pid: Int32?
   /// attach: the patch file's text (the client reads it, so the daemon never opens
   /// a file on a client's behalf) and its absolute path (anchors a relative `library`).
@@ -40,7 +36,7 @@ public struct Request: Codable, Sendable {
   public var options: OperationOptions?
 
   public init(
-    op: Operation, pid: Int32? = nil, patch: String? = nil, patchPath: String? = nil,
+    op: RequestOp, pid: Int32? = nil, patch: String? = nil, patchPath: String? = nil,
     patchID: String? = nil, policy: DisablePolicy? = nil, options: OperationOptions? = nil
   ) {
     self.v = DaemonProtocol.version
@@ -109,6 +105,12 @@ public struct PingResult: Codable, Sendable {
   public var pid: Int32
   public var version: Int
   public var stateDir: String
+
+  public init(pid: Int32, version: Int, stateDir: String) {
+    self.pid = pid
+    self.version = version
+    self.stateDir = stateDir
+  }
 
   enum CodingKeys: String, CodingKey {
     case pid, version

@@ -1,0 +1,45 @@
+import SwpatchBase
+import SwpatchRegistry
+
+/// Renders the status as an aligned tree; the first line answers "what is patched?".
+func renderStatusText(_ report: StatusReport) -> String {
+  if report.targets.isEmpty { return "no patched targets" }
+  var lines: [String] = []
+  for target in report.targets {
+    let inherited = target.inheritedFrom.map { "  inherited from pid \($0) (fork)" } ?? ""
+    lines.append("pid \(target.pid)  \(target.executable)  policy=\(target.policy.rawValue)\(inherited)")
+    if target.hooks.isEmpty { lines.append("  no hooked functions") }
+    let nameWidth = target.hooks.map(\.function.count).max() ?? 0
+    let objectWidth = target.hooks.map(\.object.count).max() ?? 0
+    for hook in target.hooks {
+      lines.append(
+        "  " + pad(hook.function, nameWidth) + "  " + pad(hook.object, objectWidth) + "  "
+          + hexAddress(hook.oldAddr))
+      let entries = hook.stack.compactMap { item -> StackEntry? in
+        if case .replacement(let entry) = item { entry } else { nil }
+      }
+      let patchWidth = entries.map(\.patch.count).max() ?? 0
+      let replacementWidth = entries.map(\.replacement.count).max() ?? 0
+      for (n, entry) in entries.enumerated() {
+        lines.append(
+          "    " + (n == 0 ? "* " : "  ") + pad(entry.patch, patchWidth) + "  "
+            + pad(entry.replacement, replacementWidth) + "  " + hexAddress(entry.address))
+      }
+      lines.append("      (original)")
+      if let drift = hook.drift { lines.append("    DRIFT: \(drift)") }
+    }
+    let patches = target.patches.map { patch in
+      "\(patch.id) \(patch.state.rawValue)" + (patch.sha256.map { " sha256=\($0.prefix(16))…" } ?? "")
+    }
+    lines.append("  patches: " + (patches.isEmpty ? "none" : patches.joined(separator: ", ")))
+    if target.patches.contains(where: { $0.state == .disabled }) {
+      // Unloading could pull code from under a thread that is still to return into it.
+      lines.append("  note: disabled patches stay loaded (threads may still return into their code)")
+    }
+  }
+  return lines.joined(separator: "\n")
+}
+
+private func pad(_ text: String, _ width: Int) -> String {
+  text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+}
