@@ -60,14 +60,30 @@ final class ParkedFixture: @unchecked Sendable {
     let parked = try target.park()
     let answer = try address(of: "answer", in: target.fixture, workspace: ws)
     let pid = target.pid
-    let stacks = try TracerThread.shared.run {
-      let stopped = try StoppedTarget.stop(pid: pid)
-      defer { stopped.resume() }
-      return try StackUnwinder(stopped).stacks()
-    }
+    let stacks = try TracerThread.shared.withStopped(pid) { try StackUnwinder.stacks(of: $0) }
     #expect(Set(stacks.map(\.tid)) == Set(TargetProcess.threadIDs(of: pid)))
     let parker = try #require(stacks.first { $0.tid == parked.tid })
     #expect(parker.frames.contains { $0.address >= answer && $0.address < answer + 0x60 && !$0.isActivation })
+    #expect(target.fixture.keepsRunning())
+  }
+
+  @Test func aTargetThatEscapesItsScopeCanNoLongerBeTouched() throws {
+    let ws = Workspace()
+    let target = try ParkedFixture(ws)
+    let escaped = try TracerThread.shared.withStopped(target.pid) { $0 }
+    try TracerThread.shared.run {
+      #expect(throws: ProcessError.self) { try escaped.read(at: 0x1000, count: 1) }
+      #expect(throws: ProcessError.self) { try escaped.registers(of: target.pid) }
+      #expect(throws: SymbolError.self) { try StackUnwinder.stacks(of: escaped) }
+      do {
+        try escaped.checkHeld()
+        Issue.record("an escaped target still counts as held")
+      } catch ProcessError.notStopped(let pid) {
+        #expect(pid == target.pid)
+      } catch {
+        Issue.record("unexpected \(error)")
+      }
+    }
     #expect(target.fixture.keepsRunning())
   }
 }
