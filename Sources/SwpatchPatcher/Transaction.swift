@@ -214,7 +214,7 @@ final class Transaction {
     // and none is stopped for the length of a library's constructors.
     try target.releaseOthers(except: target.mainThread)
     do {
-      handle = try target.dlopen(dlopen, path: "/proc/thread-self/fd/\(fd)", timeout: callTimeout)
+      handle = try target.dlopen(dlopen, descriptor: fd, timeout: callTimeout)
     } catch {
       try? target.holdReleasedAgain()
       closeMemfd()

@@ -62,6 +62,15 @@ extension StoppedTarget {
     return handle == 0 ? nil : handle
   }
 
+  /// `dlopen` of the file behind the target's own descriptor `fd`, by the path the
+  /// target sees it under: /proc/thread-self, since the calling thread may not be the
+  /// main thread (which may have exited, leaving /proc/self's fd list empty).
+  public func dlopen(_ function: UInt64, descriptor fd: Int32, timeout: Duration) throws(ProcessError)
+    -> UInt64?
+  {
+    try dlopen(function, path: "/proc/thread-self/fd/\(fd)", timeout: timeout)
+  }
+
   /// Calls `dlerror()` at `function`: its message, nil when it has none.
   public func dlerror(_ function: UInt64, timeout: Duration) throws(ProcessError) -> String? {
     let text = try call(function, name: "dlerror", args: { _ in [] }, timeout: timeout)
