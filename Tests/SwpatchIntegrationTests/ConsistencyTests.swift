@@ -66,26 +66,6 @@ final class ParkedFixture: @unchecked Sendable {
     #expect(parker.frames.contains { $0.address >= answer && $0.address < answer + 0x60 && !$0.isActivation })
     #expect(target.fixture.keepsRunning())
   }
-
-  @Test func aTargetThatEscapesItsScopeCanNoLongerBeTouched() throws {
-    let ws = Workspace()
-    let target = try ParkedFixture(ws)
-    let escaped = try TracerThread.shared.withStopped(target.pid) { $0 }
-    try TracerThread.shared.run {
-      #expect(throws: ProcessError.self) { try escaped.read(at: 0x1000, count: 1) }
-      #expect(throws: ProcessError.self) { try escaped.registers(of: target.pid) }
-      #expect(throws: SymbolError.self) { try StackUnwinder.stacks(of: escaped) }
-      do {
-        try escaped.checkHeld()
-        Issue.record("an escaped target still counts as held")
-      } catch ProcessError.notStopped(let pid) {
-        #expect(pid == target.pid)
-      } catch {
-        Issue.record("unexpected \(error)")
-      }
-    }
-    #expect(target.fixture.keepsRunning())
-  }
 }
 
 /// Releases the parked thread from a background thread once swpatch has stopped the
