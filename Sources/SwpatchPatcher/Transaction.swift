@@ -3,7 +3,6 @@ import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols
 import SwpatchX86
-import SystemPackage
 
 /// Everything one operation changes in a stopped target, with the undo log that puts
 /// it back: memory writes (restored newest first), trampoline pages mapped, a library
