@@ -3,6 +3,7 @@
 #include "swpatch_shim.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <spawn.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -55,3 +56,9 @@ int swp_wptrace_event(int status) { return (status >> 16) & 0xff; }
 int swp_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
   return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
+
+short swp_posix_spawn_setsid(void) { return POSIX_SPAWN_SETSID; }
+
+_Static_assert(sizeof(struct swp_ucred) == sizeof(struct ucred), "struct ucred changed");
+_Static_assert(offsetof(struct swp_ucred, uid) == offsetof(struct ucred, uid), "struct ucred changed");
+_Static_assert(offsetof(struct swp_ucred, gid) == offsetof(struct ucred, gid), "struct ucred changed");

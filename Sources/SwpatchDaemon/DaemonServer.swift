@@ -1,3 +1,4 @@
+import CSwpatchShim
 import Foundation
 import Glibc
 import Logging
@@ -313,14 +314,6 @@ final class RefusingHandler: ChannelInboundHandler {
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
-/// The kernel's `struct ucred` (SO_PEERCRED), declared here because glibc hides it
-/// behind _GNU_SOURCE.
-private struct UCred: Sendable {
-  var pid: Int32 = 0
-  var uid: UInt32 = 0
-  var gid: UInt32 = 0
-}
-
 /// One connection: learns the peer's credentials, hands each line to the service and
 /// writes the responses back in request order.
 final class RequestHandler: ChannelInboundHandler {
@@ -349,13 +342,12 @@ final class RequestHandler: ChannelInboundHandler {
   }
 
   func channelActive(context: ChannelHandlerContext) {
-    let soPeercred: Int32 = 17
     guard let provider = context.channel as? SocketOptionProvider else {
       peer = context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
       return
     }
-    let raw: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(
-      level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(soPeercred))
+    let raw: EventLoopFuture<swp_ucred> = provider.unsafeGetSocketOption(
+      level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SWP_SO_PEERCRED))
     peer = raw.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
     context.fireChannelActive()
   }

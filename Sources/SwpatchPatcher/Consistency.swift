@@ -70,7 +70,7 @@ final class StackCheck {
   /// the tracer thread, inside the stop.
   func firstBlocker(in target: StoppedTarget) throws -> BlockingThread? {
     guard !guarded.isEmpty else { return nil }
-    let stacks = try StackUnwinder(target).stacks()
+    let stacks = try StackUnwinder.stacks(of: target)
     for stack in stacks {
       for frame in stack.frames {
         if let code = guarded.first(where: { $0.range.contains(frame.address) }) {

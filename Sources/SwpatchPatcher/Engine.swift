@@ -258,9 +258,7 @@ public final class Engine: @unchecked Sendable {
       let current = (try? store.snapshot())?.target(id)?.generation ?? 0
       guard current == header.generation else { continue }
       do {
-        try tracer.run {
-          let target = try StoppedTarget.stop(pid: id.pid)
-          defer { target.resume() }
+        try tracer.withStopped(id.pid) { target in
           for entry in leftover.entries.reversed() { try target.write(entry.bytes, at: entry.address) }
         }
         done.append(
@@ -370,8 +368,7 @@ public final class Engine: @unchecked Sendable {
     check: StackCheck? = nil, _ body: @escaping (Transaction) throws -> (Plan, TargetState)
   ) throws -> (Plan, TargetState, Duration) {
     let timeout = options.callTimeout
-    return try tracer.run {
-      let target = try StoppedTarget.stop(pid: pid)
+    let ((plan, next), stopped) = try tracer.withStoppedMeasured(pid) { target in
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
         try transaction.checkPages()
@@ -381,14 +378,13 @@ public final class Engine: @unchecked Sendable {
         let (plan, next) = try body(transaction)
         try session.save(next)
         transaction.journal?.discard()
-        target.resume()
-        return (plan, next, target.stoppedFor)
+        return (plan, next)
       } catch {
         transaction.rollback()
-        target.resume()
         throw error
       }
     }
+    return (plan, next, stopped)
   }
 
   // MARK: Checks before anything is touched

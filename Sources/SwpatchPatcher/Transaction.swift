@@ -3,7 +3,6 @@ import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols
 import SwpatchX86
-import SystemPackage
 
 /// Everything one operation changes in a stopped target, with the undo log that puts
 /// it back: memory writes (restored newest first), trampoline pages mapped, a library
@@ -14,7 +13,7 @@ final class Transaction {
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []
-  private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int64)?
+  private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int32)?
   /// How long a remote call (dlopen) may run before it is abandoned.
   let callTimeout: Duration
   /// The undo log on disk, for a successor if swpatch dies before the commit.
@@ -43,20 +42,13 @@ final class Transaction {
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
     undo = []
     journal?.discard()
-    if let loaded = loadedHandle, let dlclose = loaded.dlclose, let stub = target.hijackStub {
-      _ = try? target.call(
-        dlclose, name: "dlclose", args: { _ in [loaded.handle] }, stub: stub, timeout: callTimeout)
+    if let loaded = loadedHandle, let dlclose = loaded.dlclose {
+      try? target.dlclose(dlclose, handle: loaded.handle, timeout: callTimeout)
     }
-    if let loaded = loadedHandle { _ = try? target.syscall(Syscall.close, [UInt64(loaded.memfd)]) }
+    if let loaded = loadedHandle { try? target.close(fd: loaded.memfd) }
     loadedHandle = nil
-    // munmap must not run from the stub of the page it unmaps: were swpatch killed at
-    // that call's exit stop, the thread would resume into an unmapped page.
-    if let stub = target.hijackStub, newPages.contains(where: { $0.base..<$0.base + $0.size ~= stub }) {
-      target.hijackStub = nil
-    }
-    for page in newPages {
-      _ = try? target.syscall(Syscall.munmap, [page.base, page.size])
-    }
+    for page in newPages { target.forgetStub(in: page.base..<page.base + page.size) }
+    for page in newPages { try? target.munmap(page.base, length: page.size) }
     newPages = []
   }
 
@@ -91,25 +83,24 @@ final class Transaction {
   }
 
   /// Makes sure a trampoline page exists (mapping one near `address` if needed) and
-  /// holds the `HijackStub` that remote calls return to; returns the stub's address.
-  func ensureStub(near address: UInt64) throws -> UInt64 {
-    if let stub = target.hijackStub { return stub }
+  /// holds the `HijackStub` that remote calls return to.
+  func ensureStub(near address: UInt64) throws {
+    if target.hasHijackStub { return }
     let page = try (knownPages + newPages).first ?? mapPage(near: address)
-    return try installStub(in: page)
+    try installStub(in: page)
   }
 
   /// Writes the stub into a page's header (pages mapped before the stub existed hold
   /// int3 there) and tells the stopped target where it is. No undo entry: the header is
   /// swpatch's own and nothing but a remote call ever jumps there.
-  private func installStub(in page: TrampolinePage) throws -> UInt64 {
+  private func installStub(in page: TrampolinePage) throws {
     precondition(
       UInt64(HijackStub.bytes.count) <= TrampolinePageLayout.stubRoom, "the stub overruns the slots")
     let stub = page.base + TrampolinePageLayout.stubOffset
     if try target.read(at: stub, count: HijackStub.bytes.count) != HijackStub.bytes {
       try target.write(HijackStub.bytes, at: stub)
     }
-    target.hijackStub = stub
-    return stub
+    try target.useStub(at: stub)
   }
 
   /// A free slot reachable from `site` by `jmp rel32`, mapping a page near it if needed;
@@ -161,15 +152,7 @@ final class Transaction {
       hints = [0]
     }
     for hint in hints {
-      let flags = Syscall.mapPrivate | Syscall.mapAnonymous | (hint == 0 ? 0 : Syscall.mapFixedNoReplace)
-      let result = try target.syscall(
-        Syscall.mmap, [hint, size, Syscall.protRead | Syscall.protExec, flags, UInt64.max, 0])
-      guard result > 0 else { continue }
-      let base = UInt64(result)
-      if hint != 0 && base != hint {  // a kernel that ignored the hint
-        _ = try? target.syscall(Syscall.munmap, [base, size])
-        continue
-      }
+      guard let base = try map(size, at: hint == 0 ? nil : hint) else { continue }
       let page = TrampolinePage(base: base, size: size)
       newPages.append(page)
       // A fresh mapping holds no data worth undoing: write without an undo entry. Every
@@ -180,10 +163,21 @@ final class Transaction {
         Int(TrampolinePageLayout.stubOffset)..<Int(TrampolinePageLayout.stubOffset) + HijackStub.bytes.count,
         with: HijackStub.bytes)
       try target.write(fresh, at: base)
-      if target.hijackStub == nil { target.hijackStub = base + TrampolinePageLayout.stubOffset }
+      if !target.hasHijackStub { try target.useStub(at: base + TrampolinePageLayout.stubOffset) }
       return page
     }
     throw near.map { PatchError.noMemoryNearby(address: $0) } ?? PatchError.mmapFailed
+  }
+
+  /// One executable mapping at `hint` (anywhere when nil); nil when that spot is taken,
+  /// the kernel ignored the hint, or the kernel refused the mmap: the next hint is tried.
+  private func map(_ size: UInt64, at hint: UInt64?) throws(ProcessError) -> UInt64? {
+    do {
+      return try target.mmap(at: hint, length: size, executable: true)
+    } catch {
+      if case .remoteSyscallFailed = error { return nil }
+      throw error
+    }
   }
 
   private func distance(_ a: UInt64, _ b: UInt64) -> UInt64 { a > b ? a - b : b - a }
@@ -204,33 +198,30 @@ final class Transaction {
   ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
     if let object = alreadyMapped(library, image: image) { return (object.loadBias, 0, false) }
     let dlopen = try loaderFunction("dlopen", in: image)
-    let stub = try ensureStub(near: near)
+    try ensureStub(near: near)
     let fd = try memfd(holding: library)
-    func closeMemfd() { _ = try? target.syscall(Syscall.close, [UInt64(fd)]) }
+    func closeMemfd() { try? target.close(fd: fd) }
     let identity: FileIdentity
-    let handle: UInt64
+    let handle: UInt64?
     do {
-      identity = try FileIdentity(path: "\(target.directory)/fd/\(fd)")
+      identity = try target.identity(ofDescriptor: fd)
     } catch {
       closeMemfd()
-      throw error
+      throw Self.missing(error)
     }
-    let rtldNow: UInt64 = 2
     // The other threads run meanwhile: one that holds a lock dlopen needs can release it,
     // and none is stopped for the length of a library's constructors.
     try target.releaseOthers(except: target.mainThread)
     do {
-      handle = try target.call(
-        dlopen, name: "dlopen", args: { [$0, rtldNow] }, data: Array("/proc/thread-self/fd/\(fd)".utf8) + [0],
-        stub: stub, timeout: callTimeout)
+      handle = try target.dlopen(dlopen, descriptor: fd, timeout: callTimeout)
     } catch {
       try? target.holdReleasedAgain()
       closeMemfd()
       throw error
     }
     try target.holdReleasedAgain()
-    guard handle != 0 else {
-      let reason = dlerror(image: image, stub: stub)
+    guard let handle else {
+      let reason = dlerror(image: image)
       closeMemfd()
       throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
     }
@@ -246,10 +237,17 @@ final class Transaction {
     return (elf.loadBias(mappedAt: first.start, offset: first.offset), handle, true)
   }
 
+  /// A descriptor whose file cannot be stat'ed reads as a missing library, as it did
+  /// when the patcher stat'ed /proc/PID/fd/N itself.
+  private static func missing(_ error: ProcessError) -> any Error {
+    if case .io(let path, _) = error { return PatchError.libraryMissing(path: path) }
+    return error
+  }
+
   /// The library's own file mapped by the program (it links it), or a memfd of ours
   /// with the same content from an earlier attach.
   private func alreadyMapped(_ library: StoredLibrary, image: ProcessImage) -> LoadedObject? {
-    if let identity = try? FileIdentity(path: library.originalPath),
+    if let identity = FileIdentity.of(path: library.originalPath),
       let object = image.object(device: identity.device, inode: identity.inode)
     {
       return object
@@ -265,48 +263,44 @@ final class Transaction {
   }
 
   /// A memfd created in the target (close-on-exec) holding the library's bytes.
-  private func memfd(holding library: StoredLibrary) throws -> Int64 {
-    let name = Array(Self.memfdName(library).utf8) + [0]
-    let mfdCloexec: UInt64 = 1
-    let fd = try target.syscall(Syscall.memfdCreate, data: name, args: { [$0, mfdCloexec] })
-    guard fd >= 0 else {
-      throw PatchError.dlopenFailed(
-        path: library.originalPath,
-        reason: "memfd_create in the target failed: \(String(cString: strerror(Int32(-fd))))")
+  private func memfd(holding library: StoredLibrary) throws -> Int32 {
+    let fd: Int32
+    do {
+      fd = try target.memfdCreate(name: Self.memfdName(library))
+    } catch {
+      throw Self.loadFailure(error, library: library, step: "memfd_create in the target failed: ")
     }
     do {
-      try fill("\(target.directory)/fd/\(fd)", from: library.path)
+      try target.copy(file: library.path, intoDescriptor: fd, chunkSize: LibraryStore.chunkSize)
     } catch {
-      _ = try? target.syscall(Syscall.close, [UInt64(fd)])
-      throw PatchError.dlopenFailed(path: library.originalPath, reason: "\(error)")
+      try? target.close(fd: fd)
+      throw Self.loadFailure(error, library: library)
     }
     return fd
   }
 
-  /// Copies the stored library into the file behind the target's descriptor (through
-  /// /proc, which reaches it whatever mount namespace the target lives in), a chunk at
-  /// a time, so a large library is never held in memory whole.
-  private func fill(_ path: String, from source: String) throws {
-    let input = try FileDescriptor.open(FilePath(source), .readOnly, options: [.closeOnExec])
-    defer { try? input.close() }
-    let output = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec])
-    defer { try? output.close() }
-    var chunk = [UInt8](repeating: 0, count: LibraryStore.chunkSize)
-    while true {
-      let count = try chunk.withUnsafeMutableBytes { try input.read(into: $0) }
-      if count == 0 { return }
-      _ = try chunk[..<count].withUnsafeBytes { try output.writeAll($0) }
+  /// How a failed step of loading a library is reported: a refused system call (or a
+  /// write into the memfd) fails the load and says why; losing the target is itself.
+  private static func loadFailure(_ error: ProcessError, library: StoredLibrary, step: String = "")
+    -> any Error
+  {
+    switch error {
+    case .remoteSyscallFailed(_, let errno):
+      return PatchError.dlopenFailed(
+        path: library.originalPath, reason: step + String(cString: strerror(errno.rawValue)))
+    case .io(_, let errno):
+      return PatchError.dlopenFailed(path: library.originalPath, reason: "\(errno)")
+    default:
+      return step.isEmpty ? PatchError.dlopenFailed(path: library.originalPath, reason: "\(error)") : error
     }
   }
 
   /// dlerror()'s text after a failed dlopen.
-  private func dlerror(image: ProcessImage, stub: UInt64) -> String {
+  private func dlerror(image: ProcessImage) -> String {
     guard let dlerror = try? loaderFunction("dlerror", in: image),
-      let text = try? target.call(
-        dlerror, name: "dlerror", args: { _ in [] }, stub: stub, timeout: callTimeout),
-      text != 0
+      let text = try? target.dlerror(dlerror, timeout: callTimeout)
     else { return "unknown reason" }
-    return readCString(at: text)
+    return text
   }
 
   /// dlopen and friends live in libc.so.6 since glibc 2.34 (libdl before that).
@@ -316,19 +310,6 @@ final class Transaction {
     }
     if let symbol = image.candidates(name).first { return symbol.address }
     throw PatchError.noLoader(function: name)
-  }
-
-  private func readCString(at address: UInt64) -> String {
-    var bytes: [UInt8] = []
-    for chunk in 0..<8 {
-      guard let part = try? target.read(at: address + UInt64(chunk * 64), count: 64) else { break }
-      if let end = part.firstIndex(of: 0) {
-        bytes += part[..<end]
-        break
-      }
-      bytes += part
-    }
-    return String(decoding: bytes, as: UTF8.self)
   }
 
   // MARK: Plan effects
@@ -412,9 +393,8 @@ final class Transaction {
     let slot = install.slotAddr..<install.slotAddr + TrampolineSlot.size
     for thread in try threadPositions() where slot.contains(thread.rip) {
       let cell = try target.read(at: install.cellAddr, count: 8)
-      var regs = try target.registers(of: thread.tid)
-      regs.rip = cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-      try target.setRegisters(regs, of: thread.tid)
+      try target.setInstructionPointer(
+        cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }, of: thread.tid)
     }
   }
 
@@ -471,37 +451,5 @@ extension Transaction {
   /// a hook's entry, for telling an inherited hook from another tool's change.
   static func isNearJump(_ bytes: [UInt8]) -> Bool {
     bytes.first == 0xe9 || bytes.starts(with: [0xff, 0x25, 0, 0, 0, 0])
-  }
-}
-
-/// The x86-64 syscall numbers and flags used in the target.
-enum Syscall {
-  static let mmap = 9
-  static let munmap = 11
-  static let close = 3
-  static let memfdCreate = 319
-  static let protRead: UInt64 = 1
-  static let protExec: UInt64 = 4
-  static let mapPrivate: UInt64 = 0x02
-  static let mapAnonymous: UInt64 = 0x20
-  static let mapFixedNoReplace: UInt64 = 0x10_0000
-}
-
-/// A file's device and inode, formatted as /proc/PID/maps shows them.
-struct FileIdentity {
-  let device: String
-  let inode: UInt64
-
-  init(path: String) throws {
-    var info = stat()
-    guard stat(path, &info) == 0 else {
-      throw PatchError.libraryMissing(path: path)
-    }
-    let dev = UInt64(info.st_dev)
-    // glibc's gnu_dev_major/minor, which are macros Swift cannot import.
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
-    let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
-    device = String(format: "%02x:%02x", major, minor)
-    inode = UInt64(info.st_ino)
   }
 }

@@ -51,7 +51,7 @@ public enum ChildProcess {
     sigfillset(&all)
     posix_spawnattr_setsigmask(&attributes, &empty)
     posix_spawnattr_setsigdefault(&attributes, &all)
-    let setsid: Int32 = 0x80  // POSIX_SPAWN_SETSID, hidden behind _GNU_SOURCE
+    let setsid = Int32(swp_posix_spawn_setsid())
     let flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (newSession ? setsid : 0)
     posix_spawnattr_setflags(&attributes, Int16(flags))
     var merged = ProcessInfo.processInfo.environment

@@ -33,7 +33,7 @@ public enum HijackStub {
   static let syscallEntry: UInt64 = 12
   /// rip at the stops of that system call.
   static let afterSyscall: UInt64 = 14
-  static let getpid: UInt64 = 39
+  static let getpid = UInt64(SWP_SYS_GETPID)
 
   public static let bytes: [UInt8] = [
     0x48, 0x89, 0xc7,  // mov %rax,%rdi         the call's result, for the tracer
@@ -82,9 +82,7 @@ public enum HijackStub {
   /// Where and with which rax a thread resumes: a restartable system call it was in
   /// (orig_rax >= 0, rax = -ERESTART*) starts again from its `syscall` instruction.
   static func resumePoint(_ regs: user_regs_struct) -> (rip: UInt64, rax: UInt64) {
-    let restartErrors: Set<Int64> = [-512, -513, -514, -516]
-    let inCall = Int64(bitPattern: regs.orig_rax) >= 0
-    if inCall && restartErrors.contains(Int64(bitPattern: regs.rax)) {
+    if RestartErrno.restarts(regs) {
       return (regs.rip &- 2, regs.orig_rax)
     }
     return (regs.rip, regs.rax)

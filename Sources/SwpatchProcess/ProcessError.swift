@@ -30,6 +30,12 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
   case vforkInProgress(pid: Int32, tid: Int32)
   /// A thread did not stop within the bound; the target was resumed unchanged.
   case stopTimedOut(pid: Int32, tid: Int32, seconds: Double)
+  /// A stopped target was used after its `withStopped` scope had let it go.
+  case notStopped(pid: Int32)
+  /// A remote call was asked for before a trampoline page held the hijack stub.
+  case noHijackStub(pid: Int32)
+  /// The bytes where the hijack stub was said to be are not the stub.
+  case notHijackStub(address: UInt64)
 
   public var description: String {
     switch self {
@@ -82,6 +88,13 @@ public enum ProcessError: Error, CustomStringConvertible, Sendable {
     case .stopTimedOut(let pid, let tid, let seconds):
       return
         "thread \(tid) of pid \(pid) did not stop within \(seconds) s (blocked in the kernel?); the target was resumed unchanged (retry later)"
+    case .notStopped(let pid):
+      return
+        "pid \(pid) is no longer held stopped: a stopped target is usable only inside its withStopped scope"
+    case .noHijackStub(let pid):
+      return "no hijack stub is mapped in pid \(pid) yet; a remote call needs one"
+    case .notHijackStub(let address):
+      return "the bytes at 0x\(String(address, radix: 16)) in the target are not swpatch's hijack stub"
     }
   }
 }
@@ -102,7 +115,8 @@ extension ProcessError: CodedError {
     case .seccompFilter: return "seccomp_filter"
     case .vforkInProgress: return "vfork_in_progress"
     case .stopTimedOut: return "stop_timeout"
-    case .ptrace, .memory, .unexpectedStop, .remoteSyscallFailed, .noSyscallInstruction, .io, .cannotStart:
+    case .ptrace, .memory, .unexpectedStop, .remoteSyscallFailed, .noSyscallInstruction, .io, .cannotStart,
+      .notStopped, .noHijackStub, .notHijackStub:
       return "process_control"
     }
   }

@@ -5,15 +5,17 @@ import SystemPackage
 
 /// A target process with every thread held in a ptrace stop.
 ///
-/// Created and used only on the `TracerThread` (the kernel binds tracees to the thread
-/// that seized them). Nothing of the target runs between `stop` and `resume`, except a
-/// thread briefly borrowed for a remote syscall or call, which is restored exactly.
+/// Handed out only by `TracerThread.withStopped`, on the tracer thread (the kernel binds
+/// tracees to the thread that seized them), and let go when that scope ends: every use
+/// after it throws `notStopped`, so a reference that escapes cannot touch the target.
+/// Nothing of the target runs between `stop` and `resume`, except a thread briefly
+/// borrowed for a remote syscall or call, which is restored exactly.
 public final class StoppedTarget {
   public let pid: Int32
   /// With the pid, which process this is: a liveness check compares both.
   private let startTime: UInt64
   /// Where the process's shared /proc files are read (see `TargetProcess.directory`).
-  public let directory: String
+  let directory: String
   /// The options every thread is seized with.
   private let seizeOptions: UInt64
   /// Thread ids held, in the order they were seized.
@@ -52,7 +54,7 @@ public final class StoppedTarget {
 
   /// Seizes and interrupts every thread of `pid`, re-scanning /proc/PID/task until no
   /// thread appears that is not held (threads may be created while we stop the others).
-  public static func stop(pid: Int32) throws(ProcessError) -> StoppedTarget {
+  static func stop(pid: Int32) throws(ProcessError) -> StoppedTarget {
     let process = try TargetProcess.inspect(pid)
     try process.checkPatchable()
     // Refused before any thread is stopped: the others would wait for it in vain.
@@ -83,7 +85,7 @@ public final class StoppedTarget {
   private static let options = UInt64(SWP_PTRACE_O_TRACESYSGOOD | SWP_PTRACE_O_TRACECLONE)
   /// PTRACE_O_SUSPEND_SECCOMP: needs CAP_SYS_ADMIN, a tracer under no seccomp itself, and
   /// a kernel with CONFIG_CHECKPOINT_RESTORE.
-  private static let suspendSeccomp: UInt64 = 1 << 21
+  private static let suspendSeccomp = UInt64(SWP_PTRACE_O_SUSPEND_SECCOMP)
 
   /// The thread that runs remote calls and system calls: the main thread, unless it
   /// has exited (pthread_exit) while others run on.
@@ -252,6 +254,7 @@ public final class StoppedTarget {
   /// locks). They stay seized, so a thread they create is attached too, and nothing is
   /// written until `holdReleasedAgain`. A target in a group stop (SIGSTOP) stays stopped.
   public func releaseOthers(except tid: Int32) throws(ProcessError) {
+    try checkHeld()
     guard groupStopped.isEmpty else { return }
     releasedAt = .now
     for other in threads where other != tid {
@@ -262,6 +265,7 @@ public final class StoppedTarget {
 
   /// Stops every released thread again, and holds every thread created meanwhile.
   public func holdReleasedAgain() throws(ProcessError) {
+    try checkHeld()
     let running = released
     released = []
     for tid in running where threads.contains(tid) { try interruptAndWait(tid) }
@@ -270,10 +274,20 @@ public final class StoppedTarget {
     try seizeAllThreads()
   }
 
+  /// Set by `resume`: from then on the target is not ours to touch.
+  private var resumed = false
+
+  /// Throws unless the target is still held: its scope has not ended.
+  public func checkHeld() throws(ProcessError) {
+    if resumed { throw .notStopped(pid: pid) }
+  }
+
   /// Lets every thread run again, passing on each signal that arrived while it was held,
   /// and detaches. Safe to call twice.
-  public func resume() {
+  func resume() {
+    guard !resumed else { return }
     defer {
+      resumed = true
       try? memory.close()
     }
     // A running tracee cannot be detached: stop released threads first.
@@ -345,6 +359,7 @@ public final class StoppedTarget {
 
   /// Reads target memory through /proc/PID/mem.
   public func read(at address: UInt64, count: Int) throws(ProcessError) -> [UInt8] {
+    try checkHeld()
     var bytes = [UInt8](repeating: 0, count: count)
     let n: Int
     do {
@@ -363,6 +378,7 @@ public final class StoppedTarget {
   /// Writes target memory through /proc/PID/mem, which (unlike process_vm_writev) may
   /// write read-only text pages.
   public func write(_ bytes: [UInt8], at address: UInt64) throws(ProcessError) {
+    try checkHeld()
     let n: Int
     do {
       n = try bytes.withUnsafeBytes { buffer in
@@ -378,11 +394,17 @@ public final class StoppedTarget {
     }
   }
 
-  public func registers(of tid: Int32) throws(ProcessError) -> user_regs_struct {
-    try Ptrace.getRegisters(tid)
+  /// The registers of held thread `tid`.
+  public func registers(of tid: Int32) throws(ProcessError) -> Registers {
+    try checkHeld()
+    return Registers(try Ptrace.getRegisters(tid))
   }
 
-  public func setRegisters(_ regs: user_regs_struct, of tid: Int32) throws(ProcessError) {
+  /// Makes held thread `tid` resume at `address`, every other register as it is.
+  public func setInstructionPointer(_ address: UInt64, of tid: Int32) throws(ProcessError) {
+    try checkHeld()
+    var regs = try Ptrace.getRegisters(tid)
+    regs.rip = address
     try Ptrace.setRegisters(tid, regs)
   }
 
@@ -393,6 +415,7 @@ public final class StoppedTarget {
   /// restartable system call counts when the 2-byte `syscall` before its `rip` lies in
   /// `bytes`: the kernel moves it back onto that instruction as it resumes.
   public func threadsInside(_ bytes: [Range<UInt64>]) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    try checkHeld()
     var inside: [(tid: Int32, rip: UInt64)] = []
     for tid in threads {
       let regs = try Ptrace.getRegisters(tid)
@@ -403,10 +426,9 @@ public final class StoppedTarget {
 
   /// Whether a thread resumed with `regs` executes bytes of `range` past its first.
   static func executes(inside range: Range<UInt64>, _ regs: user_regs_struct) -> Bool {
-    let restartErrors: Set<Int64> = [-512, -513, -514, -516]  // -ERESTARTSYS ... -ERESTART_RESTARTBLOCK
-    let restarts =
-      Int64(bitPattern: regs.orig_rax) >= 0 && restartErrors.contains(Int64(bitPattern: regs.rax))
-    if restarts && regs.rip >= 2 && (regs.rip - 2..<regs.rip).overlaps(range) { return true }
+    if RestartErrno.restarts(regs) && regs.rip >= 2 && (regs.rip - 2..<regs.rip).overlaps(range) {
+      return true
+    }
     return range.contains(regs.rip) && regs.rip != range.lowerBound
   }
 
@@ -422,6 +444,7 @@ public final class StoppedTarget {
   public func runThreadsOut(
     of bytes: [Range<UInt64>], attempts: Int = 12
   ) throws(ProcessError) -> [(tid: Int32, rip: UInt64)] {
+    try checkHeld()
     func position(_ tid: Int32) throws(ProcessError) -> UInt64? {
       guard threads.contains(tid) else { return nil }  // exited while it ran
       let regs = try Ptrace.getRegisters(tid)
@@ -447,8 +470,28 @@ public final class StoppedTarget {
   // MARK: Remote syscalls and calls
 
   /// Address of the `HijackStub` in the target, once a trampoline page holds one. Remote
-  /// calls need it; remote system calls use it when they can.
-  public var hijackStub: UInt64?
+  /// calls need it; remote system calls use it when they can. Private: a wrong address
+  /// here would send a borrowed thread into whatever bytes are there.
+  private var hijackStub: UInt64?
+
+  /// Whether remote calls have a hijack stub to return to.
+  public var hasHijackStub: Bool { hijackStub != nil }
+
+  /// Makes the hijack stub at `address` the one remote calls and system calls return
+  /// to, after checking that the bytes there are the stub.
+  public func useStub(at address: UInt64) throws(ProcessError) {
+    guard try read(at: address, count: HijackStub.bytes.count) == HijackStub.bytes else {
+      throw .notHijackStub(address: address)
+    }
+    hijackStub = address
+  }
+
+  /// Stops using the stub if it lies in `range`: memory about to be unmapped. (munmap
+  /// must not run from the stub of the page it unmaps: were swpatch killed at that
+  /// call's exit stop, the thread would resume into an unmapped page.)
+  public func forgetStub(in range: Range<UInt64>) {
+    if let stub = hijackStub, range.contains(stub) { hijackStub = nil }
+  }
 
   /// Runs one system call in thread `tid` of the target and returns its raw result
   /// (negative errno on failure). Every register is restored afterwards.
@@ -461,7 +504,7 @@ public final class StoppedTarget {
   /// instruction of the target, and a swpatch killed in those microseconds would leave
   /// the thread with borrowed registers. It is run with PTRACE_SYSCALL to the
   /// syscall-exit stop.
-  public func syscall(
+  func syscall(
     _ number: Int, _ args: [UInt64] = [], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
     try syscall(number, data: [], args: { _ in args }, in: tid)
@@ -470,9 +513,10 @@ public final class StoppedTarget {
   /// Like `syscall(_:_:in:)`, with `data` first copied onto the thread's stack below
   /// the red zone (memory the thread is not using, above the stub's restore block);
   /// `args` receives its address.
-  public func syscall(
+  func syscall(
     _ number: Int, data: [UInt8], args: (UInt64) -> [UInt64], in tid: Int32? = nil
   ) throws(ProcessError) -> Int64 {
+    try checkHeld()
     let tid = tid ?? mainThread
     let saved = try Ptrace.getRegisters(tid)
     var regs = saved
@@ -545,25 +589,38 @@ public final class StoppedTarget {
   }
 
   private func waitForSyscallStop(_ tid: Int32) throws(ProcessError) {
-    let deadline = ContinuousClock.now + .seconds(5)
+    try driveBorrowed(
+      tid, by: .now + .seconds(5),
+      timedOut: { () throws(ProcessError) in
+        .unexpectedStop(tid: tid, detail: "no system call stop within 5 s")
+      },
+      until: { event throws(ProcessError) in event == .syscallStop ? () : nil })
+  }
+
+  /// Waits for the events of a borrowed thread that runs under PTRACE_SYSCALL until
+  /// `stop` returns a value for one. Every other event lets it go on: a signal is kept
+  /// for the resume, a thread it creates is held, and its death fails the operation.
+  /// At `deadline`, `timedOut` gives the error to throw (after stopping the thread, if
+  /// it must).
+  private func driveBorrowed<T>(
+    _ tid: Int32, by deadline: ContinuousClock.Instant,
+    timedOut: () throws(ProcessError) -> ProcessError,
+    until stop: (WaitEvent) throws(ProcessError) -> T?
+  ) throws(ProcessError) -> T {
     while true {
-      guard let event = try nextEvent(tid, by: deadline) else {
-        throw .unexpectedStop(tid: tid, detail: "no system call stop within 5 s")
-      }
+      guard let event = try nextEvent(tid, by: deadline) else { throw try timedOut() }
+      if let value = try stop(event) { return value }
       switch event {
-      case .syscallStop:
-        return
       case .gone:
         throw .processExited(pid: pid)
       case .signal(let signal):
         pendingSignals[tid, default: []].append(signal)
-        try proceed(.syscall, tid)
       case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
         try adoptNewThread(announcedBy: tid)
-        try proceed(.syscall, tid)
-      case .event:
-        try proceed(.syscall, tid)
+      case .event, .syscallStop:
+        break
       }
+      try proceed(.syscall, tid)
     }
   }
 
@@ -575,10 +632,12 @@ public final class StoppedTarget {
   /// thread finishes the call, restores itself and carries on. Alive, swpatch drives it
   /// with PTRACE_SYSCALL until the stub's marker system call, and restores it itself.
   /// If it does not come back within `timeout` the thread is interrupted and restored.
-  public func call(
+  func call(
     _ function: UInt64, name: String, args: (UInt64) -> [UInt64], data: [UInt8] = [],
-    stub: UInt64, timeout: Duration, in tid: Int32? = nil
+    timeout: Duration, in tid: Int32? = nil
   ) throws(ProcessError) -> UInt64 {
+    try checkHeld()
+    guard let stub = hijackStub else { throw .noHijackStub(pid: pid) }
     let tid = tid ?? mainThread
     let saved = try Ptrace.getRegisters(tid)
     let savedExtended = try Ptrace.getExtendedState(tid)
@@ -589,7 +648,9 @@ public final class StoppedTarget {
       // per-thread restart block. If our call was itself interrupted inside a blocking
       // syscall, that block now describes *our* call; so re-issue the thread's own
       // syscall from scratch instead (same registers, rip back onto `syscall`).
-      if interrupted && Int64(bitPattern: saved.rax) == -516 && Int64(bitPattern: saved.orig_rax) >= 0 {
+      if interrupted && Int64(bitPattern: saved.rax) == RestartErrno.restartRestartBlock
+        && Int64(bitPattern: saved.orig_rax) >= 0
+      {
         regs.rax = saved.orig_rax
         regs.rip = saved.rip - 2
         regs.orig_rax = UInt64.max
@@ -631,34 +692,26 @@ public final class StoppedTarget {
   private func waitForReturn(
     _ tid: Int32, stub: UInt64, name: String, timeout: Duration
   ) throws(ProcessError) -> UInt64 {
-    let deadline = ContinuousClock.now + timeout
-    while true {
-      guard let event = try nextEvent(tid, by: deadline) else {
+    let faults = [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT]
+    return try driveBorrowed(
+      tid, by: .now + timeout,
+      timedOut: { () throws(ProcessError) in
         try interruptAndWait(tid)
-        throw .remoteCallTimedOut(function: name, tid: tid, seconds: timeout.seconds)
-      }
-      switch event {
-      case .gone:
-        throw .processExited(pid: pid)
-      case .syscallStop:
-        let regs = try Ptrace.getRegisters(tid)
-        if regs.rip == stub + HijackStub.callReturnMarker && regs.orig_rax == HijackStub.getpid {
-          return regs.rdi
+        return .remoteCallTimedOut(function: name, tid: tid, seconds: timeout.seconds)
+      },
+      until: { event throws(ProcessError) -> UInt64? in
+        switch event {
+        case .syscallStop:
+          let regs = try Ptrace.getRegisters(tid)
+          let returned = regs.rip == stub + HijackStub.callReturnMarker && regs.orig_rax == HijackStub.getpid
+          return returned ? regs.rdi : nil
+        case .signal(let signal) where faults.contains(signal):
+          let regs = try Ptrace.getRegisters(tid)
+          throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
+        default:
+          return nil
         }
-        try proceed(.syscall, tid)
-      case .signal(let signal) where [SIGTRAP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT].contains(signal):
-        let regs = try Ptrace.getRegisters(tid)
-        throw .remoteCallFaulted(function: name, tid: tid, signal: signal, rip: regs.rip)
-      case .signal(let signal):
-        pendingSignals[tid, default: []].append(signal)
-        try proceed(.syscall, tid)
-      case .event(Int32(SWP_PTRACE_EVENT_CLONE), _):
-        try adoptNewThread(announcedBy: tid)
-        try proceed(.syscall, tid)
-      case .event:
-        try proceed(.syscall, tid)
-      }
-    }
+      })
   }
 
   /// Stops a running borrowed thread again.

@@ -39,10 +39,9 @@ public struct TargetProcess: Sendable, Equatable {
     let tracer = Int32(statusField("TracerPid:", in: status).first ?? 0)
     let uids = statusField("Uid:", in: status)
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/exe")) ?? ""
-    let pfKthread: UInt64 = 0x0020_0000
     return TargetProcess(
       pid: pid, startTime: leader.start, executable: exe, tracerPid: tracer, uids: uids,
-      isKernelThread: leader.flags & pfKthread != 0,
+      isKernelThread: leader.flags & Self.pfKthread != 0,
       isZombie: live == nil || killPending(status), directory: directory,
       seccomp: Int(statusField("Seccomp:", in: status).first ?? 0))
   }
@@ -56,6 +55,10 @@ public struct TargetProcess: Sendable, Equatable {
       throw .notAProcess(tid: pid, pid: Int32(tgid))
     }
   }
+
+  /// PF_KTHREAD of the flags in /proc/PID/stat (include/linux/sched.h): kernel-internal,
+  /// in no uapi header.
+  private static let pfKthread: UInt64 = 0x0020_0000
 
   /// State, flags and start time from a /proc/.../stat line.
   private static func parseStat(_ stat: String) -> (zombie: Bool, flags: UInt64, start: UInt64)? {
@@ -100,7 +103,7 @@ public struct TargetProcess: Sendable, Equatable {
 
   /// Whether thread `tid` of `pid` waits for its vfork child (see `threadInVfork`).
   public static func isInVfork(_ tid: Int32, of pid: Int32) -> Bool {
-    let vforkLike: Set<Substring> = ["56", "58", "435"]  // clone, vfork, clone3
+    let vforkLike = Set([SWP_SYS_CLONE, SWP_SYS_VFORK, SWP_SYS_CLONE3].map { Substring(String($0)) })
     guard threadState(tid, in: pid) == "D",
       let call = ProcFile.read("/proc/\(pid)/task/\(tid)/syscall")?.split(separator: " ").first
     else { return false }
@@ -115,8 +118,7 @@ public struct TargetProcess: Sendable, Equatable {
     if pid == getpid() { throw .ownProcess(pid: pid) }
     if tracerPid != 0 {
       let name =
-        (try? String(contentsOfFile: "/proc/\(tracerPid)/comm", encoding: .utf8))?
-        .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+        ProcFile.read("/proc/\(tracerPid)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
       throw .alreadyTraced(pid: pid, tracer: tracerPid, tracerName: name)
     }
     // Strict mode allows read, write, _exit and sigreturn only: our first mmap would
@@ -171,9 +173,8 @@ extension TargetProcess {
   /// A pidfd for `pid` (pidfd_open): readable once the process exits, so a watcher
   /// learns of the exit at once instead of polling. Close-on-exec.
   public static func openPidfd(_ pid: Int32) throws(ProcessError) -> Int32 {
-    let pidfdOpen = 434
     var error: Int32 = 0
-    let fd = swp_syscall6(pidfdOpen, Int(pid), 0, 0, 0, 0, 0, &error)
+    let fd = swp_syscall6(Int(SWP_SYS_PIDFD_OPEN), Int(pid), 0, 0, 0, 0, 0, &error)
     guard fd >= 0 else {
       throw error == ESRCH ? .noSuchProcess(pid: pid) : .permissionDenied(pid: pid, what: "pidfd_open")
     }

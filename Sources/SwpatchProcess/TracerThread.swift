@@ -71,3 +71,29 @@ public final class TracerThread: @unchecked Sendable {
     return try result!.get()
   }
 }
+
+extension TracerThread {
+  /// Runs `body` on the tracer thread with every thread of `pid` held stopped, and
+  /// resumes the target when `body` returns or throws. The only way to hold a target:
+  /// a target left stopped (or stopped from another thread) would hang or kill it, and
+  /// the target handed to `body` is unusable once the scope ends.
+  public func withStopped<T>(_ pid: Int32, _ body: @escaping (StoppedTarget) throws -> T) throws -> T {
+    try withStoppedMeasured(pid, body).value
+  }
+
+  /// `withStopped`, also returning how long the target was held (see
+  /// `StoppedTarget.stoppedFor`), which is known only once it has been resumed.
+  public func withStoppedMeasured<T>(
+    _ pid: Int32, _ body: @escaping (StoppedTarget) throws -> T
+  ) throws -> (value: T, stoppedFor: Duration) {
+    // `body` escapes only in name: `run` waits for it. (withoutActuallyEscaping would
+    // trap, as the tracer thread may still hold the finished job when `run` returns.)
+    try run {
+      let target = try StoppedTarget.stop(pid: pid)
+      defer { target.resume() }
+      let value = try body(target)
+      target.resume()
+      return (value, target.stoppedFor)
+    }
+  }
+}

@@ -48,43 +48,29 @@ public final class ProcessImage: @unchecked Sendable {
   /// Separate debug files by the object's open path.
   private var debugFiles: [String: ElfFile]
 
-  /// Reads /proc/PID/maps and opens every file-backed object (parsed once per build id,
-  /// through SymbolCache), and the debug files of those that are stripped.
+  /// Opens every file-backed object process control finds mapped in `pid` (parsed once
+  /// per build id, through SymbolCache), and the debug files of those that are stripped.
   public init(pid: Int32) throws(SymbolError) {
     self.pid = pid
-    guard let maps = try? ProcessMaps.read(pid: pid) else { throw .processGone(pid: pid) }
-    let directory = TargetProcess.directory(of: pid)
-    var exeInode: UInt64 = 0
-    var info = stat()
-    if stat(directory + "/exe", &info) == 0 { exeInode = UInt64(info.st_ino) }
-    var order: [String] = []
-    var groups: [String: [MapEntry]] = [:]
-    for entry in maps where entry.isFileBacked {
-      let key = "\(entry.device):\(entry.inode)"
-      if groups[key] == nil { order.append(key) }
-      groups[key, default: []].append(entry)
-    }
+    guard let mapped = try? TargetProcess.mappedObjects(of: pid) else { throw .processGone(pid: pid) }
     var objects: [LoadedObject] = []
     var files: [String: ElfFile] = [:]
     var debugFiles: [String: ElfFile] = [:]
-    for key in order {
-      let mappings = groups[key]!
-      guard let first = mappings.min(by: { $0.start < $1.start }) else { continue }
-      let mapFiles = directory + "/map_files/\(first.mapFilesName)"
-      let cleanPath =
-        first.path.hasSuffix(" (deleted)") ? String(first.path.dropLast(10)) : first.path
-      let openPath = access(mapFiles, R_OK) == 0 ? mapFiles : directory + "/root\(cleanPath)"
+    for object in mapped.objects {
+      let openPath = object.openPath
       // Not every mapped file is ELF (locale archives, fonts): skip what libelf rejects.
       guard let elf = try? SymbolCache.shared.file(at: openPath) else { continue }
       files[openPath] = elf
       if !elf.hasSymtab || !elf.hasDebugInfo {
-        debugFiles[openPath] = DebugFiles.find(for: elf, path: cleanPath, fileSystem: directory + "/root")
+        debugFiles[openPath] = DebugFiles.find(
+          for: elf, path: object.cleanPath, fileSystem: mapped.fileSystem)
       }
+      let first = object.first
       objects.append(
         LoadedObject(
-          path: first.path, name: (cleanPath as NSString).lastPathComponent, openPath: openPath,
-          mappings: mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
-          isMainExecutable: first.inode == exeInode, buildID: elf.buildID,
+          path: object.path, name: (object.cleanPath as NSString).lastPathComponent, openPath: openPath,
+          mappings: object.mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
+          isMainExecutable: object.isMainExecutable, buildID: elf.buildID,
           debugFile: debugFiles[openPath]?.path))
     }
     // The main executable is searched first, then shared objects in load order.

@@ -35,7 +35,9 @@ public struct ThreadStack: Sendable, Equatable {
 /// libdwfl (CFI from `.eh_frame`/`.debug_frame`, frame pointers as libdwfl's fallback).
 ///
 /// libdwfl reads registers and memory with ptrace, so an unwinder must be created and
-/// used on the `TracerThread` that holds the stop, and must not outlive the stop.
+/// used on the `TracerThread` that holds the stop, and must not outlive the stop: it is
+/// made and ended inside `stacks(of:)`, which takes the target a `withStopped` scope
+/// hands out.
 public final class StackUnwinder {
   public let pid: Int32
   /// The threads held in the stop: only they can be read (a main thread that has
@@ -51,7 +53,7 @@ public final class StackUnwinder {
   /// Reports the target's modules from /proc/PID/maps and attaches libdwfl's thread
   /// state, telling it the threads are ptrace-stopped already (otherwise it would try to
   /// attach itself and every thread would fail with EPERM).
-  public init(_ target: StoppedTarget) throws(SymbolError) {
+  private init(_ target: StoppedTarget) throws(SymbolError) {
     pid = target.pid
     held = Set(target.threads)
     callbacks = .allocate(capacity: 1)
@@ -86,8 +88,18 @@ public final class StackUnwinder {
     callbacks.deallocate()
   }
 
+  /// The stack of every thread `target` holds, innermost frame first.
+  public static func stacks(of target: StoppedTarget) throws(SymbolError) -> [ThreadStack] {
+    do {
+      try target.checkHeld()
+    } catch {
+      throw .unwindFailed(pid: target.pid, reason: "\(error)")
+    }
+    return try StackUnwinder(target).stacks()
+  }
+
   /// The stack of every thread in /proc/PID/task, innermost frame first.
-  public func stacks() throws(SymbolError) -> [ThreadStack] {
+  private func stacks() throws(SymbolError) -> [ThreadStack] {
     let collector = Collector(held: held)
     let box = Unmanaged.passRetained(collector)
     defer { box.release() }

@@ -60,11 +60,7 @@ final class ParkedFixture: @unchecked Sendable {
     let parked = try target.park()
     let answer = try address(of: "answer", in: target.fixture, workspace: ws)
     let pid = target.pid
-    let stacks = try TracerThread.shared.run {
-      let stopped = try StoppedTarget.stop(pid: pid)
-      defer { stopped.resume() }
-      return try StackUnwinder(stopped).stacks()
-    }
+    let stacks = try TracerThread.shared.withStopped(pid) { try StackUnwinder.stacks(of: $0) }
     #expect(Set(stacks.map(\.tid)) == Set(TargetProcess.threadIDs(of: pid)))
     let parker = try #require(stacks.first { $0.tid == parked.tid })
     #expect(parker.frames.contains { $0.address >= answer && $0.address < answer + 0x60 && !$0.isActivation })

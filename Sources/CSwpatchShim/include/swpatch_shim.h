@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/user.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/memfd.h>
 #include <spawn.h>
 
 /// ptrace(2). Returns the kernel's result, or -1 with *err set to errno.
@@ -43,7 +47,41 @@ enum {
   SWP_PTRACE_O_TRACECLONE = 8,
   SWP_PTRACE_EVENT_CLONE = 3,
   SWP_PTRACE_EVENT_STOP = 128,
+  /// PTRACE_O_SUSPEND_SECCOMP (linux/ptrace.h, which clashes with sys/ptrace.h).
+  SWP_PTRACE_O_SUSPEND_SECCOMP = 1 << 21,
 };
+
+/// The kernel's numbers swpatch uses, from the headers that define them, so that
+/// Swift names each once (the bare macros do not all reach Swift).
+enum {
+  SWP_SYS_CLOSE = SYS_close,
+  SWP_SYS_MMAP = SYS_mmap,
+  SWP_SYS_MUNMAP = SYS_munmap,
+  SWP_SYS_GETPID = SYS_getpid,
+  SWP_SYS_CLONE = SYS_clone,
+  SWP_SYS_VFORK = SYS_vfork,
+  SWP_SYS_CLONE3 = SYS_clone3,
+  SWP_SYS_MEMFD_CREATE = SYS_memfd_create,
+  SWP_SYS_PIDFD_OPEN = SYS_pidfd_open,
+  SWP_PROT_READ = PROT_READ,
+  SWP_PROT_EXEC = PROT_EXEC,
+  SWP_MAP_PRIVATE = MAP_PRIVATE,
+  SWP_MAP_ANONYMOUS = MAP_ANONYMOUS,
+  SWP_MAP_FIXED_NOREPLACE = MAP_FIXED_NOREPLACE,
+  SWP_MFD_CLOEXEC = MFD_CLOEXEC,
+  SWP_SO_PEERCRED = SO_PEERCRED,
+};
+
+/// struct ucred, the answer to SO_PEERCRED, which glibc declares only under
+/// _GNU_SOURCE; shim.c checks that the layouts agree.
+struct swp_ucred {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+};
+
+/// POSIX_SPAWN_SETSID, which spawn.h defines only under _GNU_SOURCE.
+short swp_posix_spawn_setsid(void);
 
 /// posix_spawn_file_actions_addclosefrom_np(3) (glibc 2.34+, behind _GNU_SOURCE): the
 /// spawned child closes every descriptor from `from` up, so it inherits no pipe.
