@@ -131,6 +131,8 @@ build: deps
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
+	@bash .ci/ownership
+
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SwpatchProcess
 import SwpatchProtocol
+import SwpatchState
+import SystemPackage
 
 /// The CLI's end of the socket: one connection per request, one line each way. When no
 /// daemon answers, a root client starts one in the background and waits for it.
@@ -63,7 +65,7 @@ public struct DaemonClient: Sendable {
     switch connect() {
     case .success(let fd):
       return fd
-    case .failure(let error) where error.rawValue == ENOENT || error.rawValue == ECONNREFUSED:
+    case .failure(let error) where error == .noSuchFileOrDirectory || error == .connectionRefused:
       guard getuid() == 0 else {
         throw ErrorBody(
           code: "no_daemon",
@@ -73,24 +75,24 @@ public struct DaemonClient: Sendable {
       }
       return try startDaemon()
     case .failure(let error):
-      let denied = error.rawValue == EACCES
+      let denied = error == .permissionDenied
       throw ErrorBody(
         code: denied ? "permission_denied" : "no_daemon",
-        message: "cannot connect to \(socketPath): \(String(cString: strerror(error.rawValue)))"
+        message: "cannot connect to \(socketPath): \(error)"
           + (denied ? " (the socket is for root and the daemon's socket group)" : ""))
     }
   }
 
   /// A connected socket, or the errno of the failure.
-  public func connect() -> Result<Int32, Errno32> {
+  public func connect() -> Result<Int32, Errno> {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { return .failure(Errno32(errno)) }
+    guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let bytes = Array(socketPath.utf8)
     guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
       close(fd)
-      return .failure(Errno32(ENAMETOOLONG))
+      return .failure(.fileNameTooLong)
     }
     withUnsafeMutableBytes(of: &address.sun_path) { raw in
       raw.copyBytes(from: bytes)
@@ -104,7 +106,7 @@ public struct DaemonClient: Sendable {
     guard rc == 0 else {
       let error = errno
       close(fd)
-      return .failure(Errno32(error))
+      return .failure(Errno(rawValue: error))
     }
     return .success(fd)
   }
@@ -112,10 +114,10 @@ public struct DaemonClient: Sendable {
   /// Starts `swpatch daemon --foreground` in its own session with the same socket and
   /// state directory, logging to swpatchd.log there, and waits (bounded) for it.
   private func startDaemon() throws(ErrorBody) -> Int32 {
-    try? FileManager.default.createDirectory(
-      atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-    let log = stateDirectory + "/swpatchd.log"
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "swpatch"
+    let state = StateDirectory(stateDirectory)
+    try? state.create()
+    let log = state.daemonLog
+    let exe = TargetProcess.ownExecutable ?? "swpatch"
     let child: pid_t
     do {
       // A session of its own, so the caller's terminal and process group can end
@@ -132,8 +134,7 @@ public struct DaemonClient: Sendable {
       if case .success(let fd) = connect() { return fd }
       // Ours may exit at once because another client's daemon won the race to start
       // (it holds the locks): keep trying to connect to that one until the deadline.
-      var status: Int32 = 0
-      if !exited && waitpid(child, &status, WNOHANG) == child { exited = true }
+      if !exited && ChildProcess.exitStatus(child) != nil { exited = true }
       usleep(20_000)
     }
     if exited {
@@ -182,10 +183,4 @@ public struct DaemonClient: Sendable {
       if let newline = data.firstIndex(of: 0x0a) { return data[data.startIndex..<newline] }
     }
   }
-}
-
-/// An errno value as a Swift error.
-public struct Errno32: Error, Equatable, Sendable {
-  public var rawValue: Int32
-  public init(_ rawValue: Int32) { self.rawValue = rawValue }
 }

@@ -1,10 +1,11 @@
-import CSwpatchShim
 import Foundation
 import Glibc
 import Logging
 import NIOCore
 import NIOPosix
+import SwpatchProcess
 import SwpatchProtocol
+import SwpatchState
 
 /// How a daemon is set up.
 public struct DaemonConfig: Sendable {
@@ -34,7 +35,9 @@ public struct DaemonConfig: Sendable {
     } ?? 512
   }
 
-  public var pidFile: String { stateDirectory + "/swpatchd.pid" }
+  public var state: StateDirectory { StateDirectory(stateDirectory) }
+  public var socket: SocketLocation { SocketLocation(socketPath) }
+  public var pidFile: String { state.pidFile }
 }
 
 /// The daemon failed to start; nothing is served.
@@ -48,7 +51,7 @@ public enum DaemonServer {
   /// Serves until SIGTERM or SIGINT, then finishes the operation in progress, removes
   /// its socket and pid file, and exits the process with 0.
   public static func run(_ config: DaemonConfig, logger: Logger) throws -> Never {
-    try prepareSocketDirectory(config.socketPath)
+    try prepareSocketDirectory(config.socket)
     let config = {
       var config = config
       config.maxConnections = min(config.maxConnections, max(1, raiseDescriptorLimit() / 2))
@@ -141,8 +144,8 @@ public enum DaemonServer {
 
   /// The socket's directory is created if missing; it must be writable by root only,
   /// or anyone could replace the socket with their own.
-  static func prepareSocketDirectory(_ socketPath: String) throws {
-    let directory = (socketPath as NSString).deletingLastPathComponent
+  static func prepareSocketDirectory(_ socket: SocketLocation) throws {
+    let directory = socket.directory
     if !FileManager.default.fileExists(atPath: directory) {
       try? FileManager.default.createDirectory(
         atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -177,14 +180,12 @@ public enum DaemonServer {
   /// Exclusive locks held for the daemon's life: a second daemon on the same state
   /// directory or socket refuses to start instead of stealing the socket.
   private static func takeLocks(_ config: DaemonConfig) throws -> [Int32] {
-    try FileManager.default.createDirectory(
-      atPath: config.stateDirectory, withIntermediateDirectories: true,
-      attributes: [.posixPermissions: 0o700])
-    return try [config.stateDirectory + "/swpatchd.lock", config.socketPath + ".lock"].map { path in
+    try config.state.create()
+    return try [config.state.daemonLock, config.socket.lock].map { path in
       let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
       guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
         let holder =
-          (try? String(contentsOfFile: config.pidFile, encoding: .utf8))?
+          StateFile.read(config.pidFile).map { String(decoding: $0, as: UTF8.self) }?
           .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
         throw DaemonStartError(
           description:
@@ -198,15 +199,10 @@ public enum DaemonServer {
   /// Through a temporary name and a rename, so a reader sees the old file or the whole
   /// new one, never an empty or half-written one.
   private static func writePidFile(_ path: String) throws {
-    let temporary = path + ".tmp"
-    let text = Array("\(getpid())\n".utf8)
-    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    let written = fd >= 0 ? write(fd, text, text.count) : -1
-    if fd >= 0 { close(fd) }
-    guard written == text.count, rename(temporary, path) == 0 else {
-      let reason = String(cString: strerror(errno))
-      unlink(temporary)
-      throw DaemonStartError(description: "cannot write the pid file \(path): \(reason)")
+    do {
+      try StateFile.replace(path, with: Array("\(getpid())\n".utf8), mode: 0o644)
+    } catch {
+      throw DaemonStartError(description: "cannot write the pid file \(error)")
     }
   }
 
@@ -346,8 +342,9 @@ final class RequestHandler: ChannelInboundHandler {
       peer = context.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
       return
     }
-    let raw: EventLoopFuture<swp_ucred> = provider.unsafeGetSocketOption(
-      level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SWP_SO_PEERCRED))
+    let raw: EventLoopFuture<KernelPeerCredentials> = provider.unsafeGetSocketOption(
+      level: SocketOptionLevel(KernelPeerCredentials.level),
+      name: SocketOptionName(KernelPeerCredentials.option))
     peer = raw.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
     context.fireChannelActive()
   }

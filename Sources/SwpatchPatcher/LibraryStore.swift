@@ -1,6 +1,8 @@
 import CCrypto
 import Foundation
 import Glibc
+import SwpatchBase
+import SwpatchState
 
 /// A patch library as the daemon admitted it: a copy, named by its SHA-256, in a folder
 /// only root can write. What is validated and later loaded is this copy, so a file
@@ -19,12 +21,13 @@ public struct StoredLibrary: Sendable, Equatable {
 
 /// The content-addressed library store under the state directory.
 public struct LibraryStore: Sendable {
-  public let directory: String
+  public let state: StateDirectory
+  public var directory: String { state.libraries }
   /// Read and write size while copying: memory use stays flat whatever the library's size.
   static let chunkSize = 1 << 20
 
   public init(stateDirectory: String) {
-    directory = stateDirectory + "/libraries"
+    state = StateDirectory(stateDirectory)
   }
 
   /// Reads `path` once, a chunk at a time, hashing exactly the bytes it copies, and
@@ -50,13 +53,12 @@ public struct LibraryStore: Sendable {
       throw PatchError.libraryUnusable(path: path, reason: kind)
     }
     do {
-      try FileManager.default.createDirectory(
-        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      try state.create(state.libraries)
     } catch {
       throw PatchError.libraryStore(reason: "cannot create \(directory): \(error)")
     }
     // Written through a temporary name and renamed, so a reader never sees half a file.
-    let temporary = directory + "/.admit-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
+    let temporary = state.newLibraryTemporary()
     let output = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
     guard output >= 0 else {
       throw PatchError.libraryStore(reason: "cannot write \(temporary): \(String(cString: strerror(errno)))")
@@ -69,7 +71,7 @@ public struct LibraryStore: Sendable {
       unlink(temporary)
       throw error
     }
-    let stored = directory + "/" + digest + ".so"
+    let stored = state.library(sha256: digest)
     if access(stored, F_OK) == 0 {
       unlink(temporary)
       return StoredLibrary(originalPath: path, path: stored, sha256: digest, isNew: false)
@@ -90,10 +92,7 @@ public struct LibraryStore: Sendable {
 
   /// Removes copies left half-written by a daemon that died while admitting.
   public func removeLeftovers() {
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-    for name in names where name.hasPrefix(".admit-") && name.hasSuffix(".tmp") {
-      unlink(directory + "/" + name)
-    }
+    for path in state.libraryLeftovers() { unlink(path) }
   }
 
   /// Copies `input` to `output` and returns the lowercase hex SHA-256 of what it copied.
@@ -127,7 +126,7 @@ public struct LibraryStore: Sendable {
     var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
     var length: UInt32 = 0
     EVP_DigestFinal_ex(context, &digest, &length)
-    return digest.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+    return hexBytes(Array(digest.prefix(Int(length))))
   }
 
   /// What a file that is not a regular file is, in words; nil for a regular file.

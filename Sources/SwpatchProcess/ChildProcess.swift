@@ -65,3 +65,47 @@ public enum ChildProcess {
     return pid
   }
 }
+
+extension ChildProcess {
+  /// The exit code of `pid`, a child of ours, once it has exited (reaping it), else nil:
+  /// its exit status, or 128 + the signal that killed it.
+  public static func exitStatus(_ pid: pid_t) -> Int32? {
+    var status: Int32 = 0
+    let r = waitpid(pid, &status, WNOHANG)
+    if r == pid { return exitCode(status) }
+    return r < 0 && errno == ECHILD ? 0 : nil
+  }
+
+  /// SIGTERM, then SIGKILL after `grace` seconds; always reaps. For long-lived children.
+  public static func stop(_ pid: pid_t, grace: Double = 3) {
+    kill(pid, SIGTERM)
+    let deadline = ContinuousClock.now + .milliseconds(Int(grace * 1000))
+    while ContinuousClock.now < deadline {
+      if exitStatus(pid) != nil { return }
+      usleep(2000)
+    }
+    kill(pid, SIGKILL)
+    _ = reap(pid)
+  }
+
+  /// Blocks until `pid` has exited, without reaping it: until it is reaped, its pid
+  /// cannot be given to another process, so a watchdog may still signal it safely.
+  public static func waitUntilExited(_ pid: pid_t) {
+    var info = siginfo_t()
+    while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+  }
+
+  /// Waits for `pid` and reaps it: its exit code and what it used.
+  public static func reap(_ pid: pid_t) -> (code: Int32, usage: rusage) {
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    return (exitCode(status), usage)
+  }
+
+  /// A wait status as one number: the exit status, or 128 + the signal number.
+  public static func exitCode(_ status: Int32) -> Int32 {
+    let signal = status & 0x7f
+    return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+  }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 extension TargetProcess {
@@ -41,6 +42,37 @@ extension TargetProcess {
       found[address] = read(file: directory + "/map_files/\(mapping.mapFilesName)", at: offset, count: length)
     }
     return found
+  }
+
+  /// The path of this process's own executable (`/proc/self/exe`), to start another copy
+  /// of it (the daemon, from the CLI).
+  public static var ownExecutable: String? {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+  }
+
+  /// The command line of `pid` (`/proc/PID/cmdline`), one string per argument.
+  public static func commandLine(of pid: Int32) -> [String]? {
+    ProcFile.bytes("/proc/\(pid)/cmdline").map { raw in
+      raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    }
+  }
+
+  /// A size line of `/proc/PID/status` (`VmRSS`, `VmHWM`...), in KiB; nil when the
+  /// process is gone or has no such line.
+  public static func memoryKiB(of pid: Int32, field: String) -> UInt64? {
+    guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
+    return statusField(field + ":", in: status).first.map(UInt64.init)
+  }
+
+  /// The processor's model name (`/proc/cpuinfo`), for reports of where a figure was
+  /// measured.
+  public static var cpuModel: String {
+    let info = ProcFile.read("/proc/cpuinfo") ?? ""
+    return info.split(separator: "\n").first { $0.hasPrefix("model name") }
+      .flatMap { $0.split(separator: ":", maxSplits: 1).last }
+      .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
   }
 
   /// The parent's pid (`PPid:` of /proc/PID/status); nil when the process is gone.

@@ -35,6 +35,23 @@ public struct StateDirectory: Sendable, Equatable {
   public func journal(pid: Int32, startTime: UInt64) -> String { journals + "/\(pid)-\(startTime).log" }
   public var libraries: String { path + "/libraries" }
   public func library(sha256: String) -> String { libraries + "/" + sha256 + ".so" }
+  /// Where a library being admitted is written before it has a name (its hash).
+  public func newLibraryTemporary() -> String {
+    libraries + "/.admit-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
+  }
+  /// Libraries a daemon that died while admitting left half-written.
+  public func libraryLeftovers() -> [String] {
+    guard let folder = opendir(libraries) else { return [] }
+    defer { closedir(folder) }
+    var found: [String] = []
+    while let entry = readdir(folder) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+      }
+      if name.hasPrefix(".admit-") && name.hasSuffix(".tmp") { found.append(libraries + "/" + name) }
+    }
+    return found
+  }
   public var auditLog: String { path + "/audit.log" }
   public var daemonLock: String { path + "/swpatchd.lock" }
   public var pidFile: String { path + "/swpatchd.pid" }

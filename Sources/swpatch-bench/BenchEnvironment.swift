@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import SwpatchProcess
+import SwpatchState
 
 /// Where the bench finds its tools and fixtures, and the one place that decides the
 /// environment every `swpatch` run gets: a temporary state directory, so the bench never
@@ -34,8 +36,8 @@ struct BenchEnvironment {
 
   /// The pid of the bench's daemon, once a run has started it.
   var daemonPID: pid_t? {
-    (try? String(contentsOfFile: stateDirectory + "/swpatchd.pid", encoding: .utf8))
-      .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    StateFile.read(StateDirectory(stateDirectory).pidFile)
+      .flatMap { pid_t(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) }
   }
 
   /// Starts this environment's daemon with a `status` call and checks that it runs, so
@@ -53,8 +55,7 @@ struct BenchEnvironment {
   /// Whether `pid` is a `swpatch daemon` serving this environment's socket (not a
   /// process that reused the pid of a daemon that has exited).
   func isOurDaemon(_ pid: pid_t) -> Bool {
-    guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-    let args = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    guard let args = TargetProcess.commandLine(of: pid) else { return false }
     let ours = (socket as NSString).standardizingPath
     return args.contains("daemon") && args.contains { ($0 as NSString).standardizingPath == ours }
   }

@@ -89,36 +89,19 @@ enum Child {
   {
     let watchdog = Watchdog()
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { watchdog.fire(pid) }
-    var info = siginfo_t()
-    while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+    ChildProcess.waitUntilExited(pid)
     let end = ContinuousClock.now
     let timedOut = watchdog.disarm()
-    var status: Int32 = 0
-    var usage = rusage()
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
-    return (exitCode(status), timedOut, usage, end)
+    let (status, usage) = ChildProcess.reap(pid)
+    return (status, timedOut, usage, end)
   }
 
   /// SIGTERM, then SIGKILL after `grace` seconds; always reaps. For long-lived children.
-  static func stop(_ pid: pid_t, grace: Double = 3) {
-    kill(pid, SIGTERM)
-    let deadline = ContinuousClock.now + .milliseconds(Int(grace * 1000))
-    var status: Int32 = 0
-    while ContinuousClock.now < deadline {
-      let r = waitpid(pid, &status, WNOHANG)
-      if r == pid || (r < 0 && errno == ECHILD) { return }
-      usleep(2000)
-    }
-    kill(pid, SIGKILL)
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-  }
+  static func stop(_ pid: pid_t, grace: Double = 3) { ChildProcess.stop(pid, grace: grace) }
 
   /// nil while `pid` (a child of ours) runs; once it has exited, reaps it and returns
   /// its exit code (128 + signal number when a signal killed it).
-  static func exitStatus(_ pid: pid_t) -> Int32? {
-    var status: Int32 = 0
-    return waitpid(pid, &status, WNOHANG) == 0 ? nil : exitCode(status)
-  }
+  static func exitStatus(_ pid: pid_t) -> Int32? { ChildProcess.exitStatus(pid) }
 
   /// How an exit code from `exitCode` reads: "exit 3", "killed by SIGSEGV".
   static func describe(exitCode code: Int32) -> String {
@@ -126,10 +109,6 @@ enum Child {
     return "killed by signal \(code - 128) (\(String(cString: name)))"
   }
 
-  static func exitCode(_ status: Int32) -> Int32 {
-    let signal = status & 0x7f
-    return signal == 0 ? (status >> 8) & 0xff : 128 + signal
-  }
 }
 
 /// Kills a child once, unless it has already exited.
@@ -190,14 +169,7 @@ final class LineReader {
 /// CLI's rows); nil if the process is gone. For long-lived processes such as the daemon,
 /// measured from outside.
 func processMemoryMB(pid: pid_t, field: String) -> Double? {
-  guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
-    return nil
-  }
-  for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
-    let kib = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
-    return kib.flatMap { Double($0) }.map { $0 * 1024 / 1e6 }
-  }
-  return nil
+  TargetProcess.memoryKiB(of: pid, field: field).map { Double($0) * 1024 / 1e6 }
 }
 
 /// A failure of the bench itself (not of a measured tool).

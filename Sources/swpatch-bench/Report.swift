@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SwpatchProcess
 
 /// Median, min and max of repeated runs. The machine is shared, so a single run says
 /// little; the median is the figure, min and max show the spread.
@@ -51,11 +52,7 @@ struct Machine: Codable {
   var date: String
 
   static var current: Machine {
-    let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-    let model =
-      cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
-      .flatMap { $0.split(separator: ":", maxSplits: 1).last }
-      .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    let model = TargetProcess.cpuModel
     var name = utsname()
     uname(&name)
     let release = withUnsafeBytes(of: &name.release) {

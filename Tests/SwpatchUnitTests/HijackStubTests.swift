@@ -77,3 +77,9 @@ import Testing
       ])
   }
 }
+
+/// The daemon reads SO_PEERCRED into process control's Swift struct: its layout must be
+/// the kernel's `struct ucred`, or every caller would get garbage credentials.
+@Test func peerCredentialsHaveTheKernelsLayout() {
+  #expect(KernelPeerCredentials.matchesKernelLayout)
+}
