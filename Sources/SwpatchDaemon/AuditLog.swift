@@ -3,12 +3,14 @@ import Glibc
 import SwpatchPatcher
 import SwpatchProtocol
 import SwpatchState
+import Synchronization
 
 /// `audit.log` in the state directory: JSON lines, appended with O_APPEND so each
 /// record lands whole, readable only by root.
-public final class AuditLog: @unchecked Sendable {
+public final class AuditLog: Sendable {
   public let path: String
-  private let lock = NSLock()
+  /// One appender at a time: records keep the order in which they were made.
+  private let appending = Mutex(())
 
   public init(stateDirectory: String) {
     path = StateDirectory(stateDirectory).auditLog
@@ -18,12 +20,12 @@ public final class AuditLog: @unchecked Sendable {
   /// operation it records has already happened.
   public func append(_ record: AuditRecord) {
     let line = WireCoding.line(record)
-    lock.lock()
-    defer { lock.unlock() }
-    do {
-      try StateFile.appendLine(line, to: path)
-    } catch {
-      FileHandle.standardError.write(Data("swpatchd: cannot write \(error)\n".utf8))
+    appending.withLock { _ in
+      do {
+        try StateFile.appendLine(line, to: path)
+      } catch {
+        FileHandle.standardError.write(Data("swpatchd: cannot write \(error)\n".utf8))
+      }
     }
   }
 

@@ -6,6 +6,7 @@ import NIOPosix
 import SwpatchProcess
 import SwpatchProtocol
 import SwpatchState
+import Synchronization
 
 /// How a daemon is set up.
 public struct DaemonConfig: Sendable {
@@ -268,23 +269,22 @@ final class LineFrameDecoder: ByteToMessageDecoder {
 }
 
 /// How many client connections are open, against the configured limit.
-final class ConnectionCount: @unchecked Sendable {
+final class ConnectionCount: Sendable {
   let limit: Int
-  private let lock = NSLock()
-  private var open = 0
+  private let open = Mutex(0)
 
   init(limit: Int) { self.limit = limit }
 
   /// Counts one more connection, or returns false when the limit is reached.
   func enter() -> Bool {
-    lock.withLock {
+    open.withLock { open in
       guard open < limit else { return false }
       open += 1
       return true
     }
   }
 
-  func leave() { lock.withLock { open -= 1 } }
+  func leave() { open.withLock { $0 -= 1 } }
 }
 
 /// A connection over the limit: one error line, then closed.

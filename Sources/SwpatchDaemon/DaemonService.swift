@@ -4,6 +4,7 @@ import SwpatchPatcher
 import SwpatchProcess
 import SwpatchProtocol
 import SwpatchRegistry
+import Synchronization
 
 /// What the daemon does with a request, apart from the socket: authorises it, runs
 /// state-changing operations one at a time on the worker queue, records them in the
@@ -31,11 +32,12 @@ public final class DaemonService: @unchecked Sendable {
 
   public init(stateDirectory: String) {
     self.stateDirectory = stateDirectory
-    engine = Engine(stateDirectory: stateDirectory)
-    audit = AuditLog(stateDirectory: stateDirectory)
     // What a `stack` operation waits for goes to the daemon's log (the client gets the
     // outcome, with `retries`, in its one response).
-    engine.progress = { FileHandle.standardError.write(Data("swpatchd: \($0)\n".utf8)) }
+    engine = Engine(stateDirectory: stateDirectory) {
+      FileHandle.standardError.write(Data("swpatchd: \($0)\n".utf8))
+    }
+    audit = AuditLog(stateDirectory: stateDirectory)
   }
 
   // MARK: Start and stop
@@ -282,12 +284,11 @@ public final class DaemonService: @unchecked Sendable {
 }
 
 /// Set once a request's client has gone; read by the worker before it starts the request.
-public final class Cancellation: @unchecked Sendable {
-  private let lock = NSLock()
-  private var cancelled = false
+public final class Cancellation: Sendable {
+  private let cancelled = Mutex(false)
 
   public init() {}
 
-  public func cancel() { lock.withLock { cancelled = true } }
-  public var isCancelled: Bool { lock.withLock { cancelled } }
+  public func cancel() { cancelled.withLock { $0 = true } }
+  public var isCancelled: Bool { cancelled.withLock { $0 } }
 }

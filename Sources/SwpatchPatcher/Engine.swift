@@ -9,18 +9,19 @@ import SwpatchX86
 /// The patching engine: validates a request, plans it with the registry, and carries
 /// the plan out inside one stop of the target. Front ends (the CLI, later the daemon)
 /// call only this.
-public final class Engine: @unchecked Sendable {
+public final class Engine: Sendable {
   public let store: RegistryStore
   /// Content-addressed copies of the libraries loaded into targets.
   public let libraries: LibraryStore
   private let tracer = TracerThread.shared
   /// Told, once per operation, what a `stack` operation is waiting for (the CLI prints
   /// it on stderr); nil to stay quiet.
-  public var progress: (@Sendable (String) -> Void)?
+  public let progress: (@Sendable (String) -> Void)?
 
-  public init(stateDirectory: String) {
+  public init(stateDirectory: String, progress: (@Sendable (String) -> Void)? = nil) {
     store = RegistryStore(directory: stateDirectory)
     libraries = LibraryStore(stateDirectory: stateDirectory)
+    self.progress = progress
   }
 
   // MARK: attach
@@ -53,50 +54,25 @@ public final class Engine: @unchecked Sendable {
     pid: Int32, patch file: PatchFile, stored: StoredLibrary, policy: DisablePolicy?,
     options: OperationOptions
   ) throws -> OperationReport {
-    let dryRun = options.dryRun
-    let process = try TargetProcess.inspect(pid)
-    try process.checkPatchable()
     let library = try openLibrary(stored.path, shownAs: file.library)
     let loadTimeCode = library.loadTimeCode
     if !loadTimeCode.isEmpty && !options.allowConstructors {
       throw PatchError.libraryHasConstructors(path: file.library, functions: loadTimeCode)
     }
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
-    return try store.locked { session in
+    return try perform(pid: pid, options: options) { session, process in
+      try process.checkPatchable()
       let image = try ProcessImage(pid: pid)
       try checkBuildIDs(file.buildIDs, image: image)
-      let id = TargetID(pid: pid, startTime: process.startTime)
-      let execID = TargetProcess.execID(of: pid).map(hexBytes)
       let state =
-        session.registry.target(id) ?? inheritedState(id, registry: session.registry, execID: execID)
-        ?? .new(id: id, executable: process.executable, policy: policy ?? .stack, execID: execID)
-      let checks = FunctionChecks(image: image, process: process, library: library, force: options.force)
-      var sizes: [UInt64: UInt64] = [:]
-      var sites: [FunctionSite] = []
-      var notes: [String] = []
-      for (function, newSymbol) in zip(file.functions, newSymbols) {
-        let old = try image.resolve(function.old, in: function.object, sympos: function.sympos)
-        guard old.kind != .ifunc else {
-          throw PatchError.ifunc(
-            name: old.name, object: old.object,
-            example: image.ifuncImplementation(of: old.name, in: old.object))
-        }
-        let clones = image.clones(of: old.name, in: old.object).map(\.name)
-        if !clones.isEmpty {
-          notes.append(
-            "\(old.name) has compiler clones (\(clones.joined(separator: ", "))); callers may reach those instead"
-          )
-        }
-        try checkRoom(old, process: process)
-        // A hooked function's entry already holds our jump: its code was checked then.
-        sizes[old.address] =
-          state.hook(at: old.address) == nil ? try checks.rewritableSize(of: old) : old.size
-        notes += try checks.signatureNotes(old: old, new: newSymbol)
-        notes += checks.inlineNotes(old: old)
-        sites.append(FunctionSite(name: old.name, object: old.object, oldAddr: old.address))
-      }
-      let objectBytes = try checkedObjectBytes(
-        sites.filter { state.hook(at: $0.oldAddr) == nil }, process: process)
+        knownOrInherited(process, registry: session.registry)
+        ?? .new(
+          id: process.id, executable: process.executable, policy: policy ?? .stack,
+          execID: TargetProcess.execID(of: pid).map(hexBytes))
+      let resolved = try resolveSites(
+        file.functions, newSymbols: newSymbols, state: state, image: image, process: process,
+        library: library, force: options.force)
+      let sites = resolved.sites
       func patch(bias: UInt64) -> Patch {
         Patch(
           id: file.id, library: file.library,
@@ -107,39 +83,12 @@ public final class Engine: @unchecked Sendable {
       // Planned once before the target is touched, so every refusal comes first; the
       // addresses are link-time offsets until the library is loaded.
       let draft = try state.planAttach(patch(bias: 0), policy: policy)
-      if dryRun {
-        return report(
-          draft, state: state, patch: patch(bias: 0), dryRun: true, stopped: .zero,
-          notes: notes + ["library not loaded: replacement addresses are offsets in \(file.library)"])
-      }
-      let firstSite = sites[0].oldAddr
-      // What is switched away from is known from the draft (it does not depend on where
-      // the library lands), so the stacks are checked before the library is loaded: a
-      // blocked attempt costs no dlopen and leaves nothing to undo.
-      let check =
-        options.consistency == .stack ? try StackCheck(plan: draft, state: state, image: image) : nil
-      let (plan, newState, stopped) = try runStopped(
-        pid: pid, state: state, session: session, options: options, check: check
-      ) {
-        transaction in
-        let loaded = try transaction.loadLibrary(stored, elf: library, image: image, near: firstSite)
-        // The other threads ran while dlopen did: one may have entered a function being
-        // switched since the first check, so look again before anything is written.
-        if loaded.loadedNow, let blocker = try check?.firstBlocker(in: transaction.target) {
-          throw StackBlocked(blocker: blocker)
-        }
-        let plan = try state.planAttach(patch(bias: loaded.bias), policy: policy)
-        let installs = try transaction.execute(plan, sizes: sizes, objectBytes: objectBytes)
-        let libraries =
-          loaded.loadedNow
-          ? [LoadedLibrary(path: file.library, handle: loaded.handle, sha256: stored.sha256)] : []
-        let next = try state.committing(
-          plan, installs: installs, newPages: transaction.newPages, newLibraries: libraries)
-        return (plan, next)
-      }
-      return report(
-        plan, state: newState, patch: newState.patch(file.id)!, dryRun: false, stopped: stopped,
-        notes: notes + (check?.notes ?? []))
+      return PreparedOperation(
+        state: state, draft: draft, patchID: file.id, image: image, sizes: resolved.sizes,
+        objectBytes: resolved.objectBytes, notes: resolved.notes,
+        library: LibraryToLoad(
+          stored: stored, elf: library, shownAs: file.library, near: sites[0].oldAddr,
+          replan: { bias in try state.planAttach(patch(bias: bias), policy: policy) }))
     }
   }
 
@@ -160,10 +109,28 @@ public final class Engine: @unchecked Sendable {
   }
 
   private func change(
-    pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
+    pid: Int32, options: OperationOptions, planning: @escaping (TargetState) throws -> Plan
   ) throws -> OperationReport {
     try failingAsExited(pid) {
-      try retryingWhileBlocked(options) { try changeOnce(pid: pid, options: options, planning: planning) }
+      try retryingWhileBlocked(options) {
+        try perform(pid: pid, options: options) { session, process in
+          guard let state = knownOrInherited(process, registry: session.registry) else {
+            throw PatchError.notPatched(pid: pid)
+          }
+          let plan = try planning(state)
+          var operation = PreparedOperation(state: state, draft: plan, patchID: plan.operation.patchID)
+          guard !plan.effects.isEmpty else { return operation }
+          try process.checkPatchable()
+          operation.sizes = try functionSizes(plan, pid: pid)
+          operation.objectBytes = try checkedObjectBytes(
+            plan.effects.compactMap(\.installedSite), process: process
+          )
+          .merging(
+            TargetProcess.objectBytes(pid: pid, at: plan.effects.compactMap(\.removedAddress), count: 32)
+          ) { new, _ in new }
+          return operation
+        }
+      }
     }
   }
 
@@ -182,52 +149,83 @@ public final class Engine: @unchecked Sendable {
     }
   }
 
-  /// One attempt at `enable`/`disable`, as `attachOnce` is for `attach`.
-  private func changeOnce(
-    pid: Int32, options: OperationOptions, planning: (TargetState) throws -> Plan
+  // MARK: The pipeline: prepare, plan, execute
+
+  /// One attempt at any operation, the same for attach, enable and disable: with the
+  /// registry locked, `prepare` resolves, checks and plans it without touching the
+  /// target (every refusal comes from here); a dry run reports that plan; a plan that
+  /// writes nothing is recorded without stopping the target; anything else is carried
+  /// out in one stop (`execute(_:in:)`) and committed while the target is still held.
+  private func perform(
+    pid: Int32, options: OperationOptions,
+    prepare: (RegistryStore.Session, TargetProcess) throws -> PreparedOperation
   ) throws -> OperationReport {
-    let dryRun = options.dryRun
     let process = try TargetProcess.inspect(pid)
     return try store.locked { session in
-      let id = TargetID(pid: pid, startTime: process.startTime)
-      let execID = TargetProcess.execID(of: pid).map(hexBytes)
-      guard
-        let state = session.registry.target(id)
-          ?? inheritedState(id, registry: session.registry, execID: execID)
-      else { throw PatchError.notPatched(pid: pid) }
-      let plan = try planning(state)
-      let patch = state.patch(plan.operation.patchID)!
-      if dryRun {
-        return report(plan, state: state, patch: patch, dryRun: true, stopped: .zero, notes: [])
+      let operation = try prepare(session, process)
+      let draft = operation.draft
+      if options.dryRun {
+        let unloaded = operation.library.map {
+          ["library not loaded: replacement addresses are offsets in \($0.shownAs)"]
+        }
+        return report(
+          draft, state: operation.state, patch: draft.patch ?? operation.state.patch(operation.patchID)!,
+          dryRun: true, stopped: .zero, notes: operation.notes + (unloaded ?? []))
       }
-      if plan.effects.isEmpty {
+      if draft.effects.isEmpty && operation.library == nil {
         // Nothing to write (e.g. disabling a patch that is not on top under `any`):
         // record the new state without stopping the target at all.
-        let next = try state.committing(plan, installs: [:])
+        let next = try operation.state.committing(draft, installs: [:])
         try session.save(next)
         return report(
-          plan, state: next, patch: next.patch(patch.id)!, dryRun: false, stopped: .zero, notes: [])
+          draft, state: next, patch: next.patch(operation.patchID)!, dryRun: false, stopped: .zero,
+          notes: operation.notes)
       }
-      try process.checkPatchable()
-      let sizes = try functionSizes(plan, pid: pid)
-      let objectBytes = try checkedObjectBytes(plan.effects.compactMap(\.installedSite), process: process)
-        .merging(
-          TargetProcess.objectBytes(pid: pid, at: plan.effects.compactMap(\.removedAddress), count: 32)
-        ) { new, _ in new }
+      // What is switched away from is known from the draft (it does not depend on where
+      // a library lands), so the stacks are checked before anything is loaded: a
+      // blocked attempt costs no dlopen and leaves nothing to undo.
       let check =
         options.consistency == .stack
-        ? try StackCheck(plan: plan, state: state, image: ProcessImage(pid: pid)) : nil
-      let (done, newState, stopped) = try runStopped(
-        pid: pid, state: state, session: session, options: options, check: check
-      ) {
-        transaction in
-        let installs = try transaction.execute(plan, sizes: sizes, objectBytes: objectBytes)
-        return (plan, try state.committing(plan, installs: installs))
+        ? try StackCheck(
+          plan: draft, state: operation.state, image: operation.image ?? ProcessImage(pid: pid))
+        : nil
+      let (plan, next, stopped) = try runStopped(
+        pid: pid, state: operation.state, session: session, options: options, check: check
+      ) { transaction, target in
+        try self.execute(operation, in: transaction, recheck: { try check?.firstBlocker(in: target) })
       }
       return report(
-        done, state: newState, patch: newState.patch(patch.id)!, dryRun: false, stopped: stopped,
-        notes: check?.notes ?? [])
+        plan, state: next, patch: next.patch(operation.patchID)!, dryRun: false, stopped: stopped,
+        notes: operation.notes + (check?.notes ?? []))
     }
+  }
+
+  /// Inside the stop: loads the library an attach brings (then plans again with its
+  /// load bias), carries the plan out, and gives the state it commits to. `recheck`
+  /// looks at the stacks again after a `dlopen`, during which the other threads ran.
+  func execute(
+    _ operation: PreparedOperation, in transaction: Transaction,
+    recheck: () throws -> BlockingThread? = { nil }
+  ) throws -> (Plan, TargetState) {
+    var plan = operation.draft
+    var newLibraries: [LoadedLibrary] = []
+    if let library = operation.library, let image = operation.image {
+      let loaded = try transaction.loadLibrary(
+        library.stored, elf: library.elf, image: image, near: library.near)
+      // One of the other threads may have entered a function being switched while
+      // dlopen ran, so look again before anything is written.
+      if loaded.loadedNow, let blocker = try recheck() { throw StackBlocked(blocker: blocker) }
+      plan = try library.replan(loaded.bias)
+      if loaded.loadedNow {
+        newLibraries = [
+          LoadedLibrary(path: library.shownAs, handle: loaded.handle, sha256: library.stored.sha256)
+        ]
+      }
+    }
+    let installs = try transaction.execute(plan, sizes: operation.sizes, objectBytes: operation.objectBytes)
+    let next = try operation.state.committing(
+      plan, installs: installs, newPages: transaction.newPages, newLibraries: newLibraries)
+    return (plan, next)
   }
 
   // MARK: status
@@ -258,9 +256,7 @@ public final class Engine: @unchecked Sendable {
       let current = (try? store.snapshot())?.target(id)?.generation ?? 0
       guard current == header.generation else { continue }
       do {
-        try tracer.withStopped(id.pid) { target in
-          for entry in leftover.entries.reversed() { try target.write(entry.bytes, at: entry.address) }
-        }
+        try tracer.withStopped(id.pid) { target in try UndoJournal.putBack(leftover.entries, into: target) }
         done.append(
           (id, "put back \(leftover.entries.count) writes of an operation that swpatch did not finish"))
       } catch {
@@ -282,24 +278,7 @@ public final class Engine: @unchecked Sendable {
   /// The hooks of `state` that the memory of `pid` does not hold as recorded.
   private func drift(of state: TargetState, in pid: Int32) -> [UInt64: String] {
     guard let process = try? TargetProcess.inspect(pid) else { return [:] }
-    var found: [UInt64: String] = [:]
-    func shown(_ bytes: [UInt8]) -> String { bytes.isEmpty ? "unreadable memory" : hexBytes(bytes) }
-    for hook in state.sortedHooks {
-      let install = hook.install
-      let entry = process.peek(at: install.entryAddr, count: install.jumpBytes.count)
-      if entry != install.jumpBytes {
-        found[hook.site.oldAddr] =
-          "entry \(hexAddress(install.entryAddr)) holds \(shown(entry)), not swpatch's jump \(shown(install.jumpBytes))"
-        continue
-      }
-      let expected = hook.active.map { TrampolineSlot.cell(target: $0.address) }
-      let cell = process.peek(at: install.cellAddr, count: 8)
-      if let expected, cell != expected {
-        found[hook.site.oldAddr] =
-          "slot cell \(hexAddress(install.cellAddr)) holds \(shown(cell)), not the address of \(hook.active!.replacement) (\(hexAddress(hook.active!.address)))"
-      }
-    }
-    return found
+    return Drift.of(state) { process.peek(at: $0, count: $1) }
   }
 
   // MARK: Inherited hooks
@@ -308,7 +287,7 @@ public final class Engine: @unchecked Sendable {
   /// process it was forked from, adopted as its own, when its memory holds every one of
   /// that entry's hooks exactly (entry jumps, slot cells, trampoline pages). Only a copy
   /// of the parent's memory does. The parent (`PPid`) is tried first.
-  private func inheritedState(_ id: TargetID, registry: RegistryState, execID: String?) -> TargetState? {
+  func inheritedState(_ id: TargetID, registry: RegistryState, execID: String?) -> TargetState? {
     let parent = TargetProcess.parentPid(of: id.pid)
     let candidates = registry.targets.filter { $0.id.pid != id.pid && !$0.hooks.isEmpty }
       .sorted { ($0.id.pid == parent ? 0 : 1) < ($1.id.pid == parent ? 0 : 1) }
@@ -330,8 +309,7 @@ public final class Engine: @unchecked Sendable {
   /// The object file's bytes at each of `sites` (32 bytes from its first), after checking
   /// that the bytes a hook would overwrite still hold them: a refusal before anything is
   /// stopped (the stop checks again, exactly, before the write).
-  private func checkedObjectBytes(_ sites: [FunctionSite], process: TargetProcess) throws -> [UInt64: [UInt8]]
-  {
+  func checkedObjectBytes(_ sites: [FunctionSite], process: TargetProcess) throws -> [UInt64: [UInt8]] {
     let found = TargetProcess.objectBytes(pid: process.pid, at: sites.map(\.oldAddr), count: 32)
     for site in sites {
       guard let file = found[site.oldAddr], file.count >= 4 else { continue }
@@ -365,7 +343,7 @@ public final class Engine: @unchecked Sendable {
   /// throw `StackBlocked` before anything is written.
   private func runStopped(
     pid: Int32, state: TargetState, session: RegistryStore.Session, options: OperationOptions,
-    check: StackCheck? = nil, _ body: @escaping (Transaction) throws -> (Plan, TargetState)
+    check: StackCheck? = nil, _ body: @escaping (Transaction, StoppedTarget) throws -> (Plan, TargetState)
   ) throws -> (Plan, TargetState, Duration) {
     let timeout = options.callTimeout
     let ((plan, next), stopped) = try tracer.withStoppedMeasured(pid) { target in
@@ -375,7 +353,7 @@ public final class Engine: @unchecked Sendable {
         transaction.journal = try UndoJournal(
           state: self.store.state, target: state.id, generation: state.generation)
         if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }
-        let (plan, next) = try body(transaction)
+        let (plan, next) = try body(transaction, target)
         try session.save(next)
         transaction.journal?.discard()
         return (plan, next)
@@ -420,7 +398,7 @@ public final class Engine: @unchecked Sendable {
   }
 
   /// A function must hold the entry jump (after its endbr64, if any).
-  private func checkRoom(_ symbol: ResolvedSymbol, process: TargetProcess) throws {
+  func checkRoom(_ symbol: ResolvedSymbol, process: TargetProcess) throws {
     let code = process.peek(at: symbol.address, count: 4)
     let offset = X86.jumpSite(functionAt: symbol.address, code: code) - symbol.address
     let needed = offset + UInt64(X86.nearJumpLength)

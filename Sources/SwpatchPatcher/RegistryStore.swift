@@ -8,7 +8,7 @@ import SwpatchState
 /// The registry on disk: `registry.json` in the state directory, replaced atomically
 /// (temporary file, rename) after every change and guarded by an exclusive
 /// `flock`, so two commands at once cannot lose each other's changes.
-public final class RegistryStore: @unchecked Sendable {
+public final class RegistryStore: Sendable {
   public let state: StateDirectory
   public var registryPath: String { state.registry }
 

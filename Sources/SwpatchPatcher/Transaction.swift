@@ -8,7 +8,7 @@ import SwpatchX86
 /// it back: memory writes (restored newest first), trampoline pages mapped, a library
 /// loaded. Either `commit` is reached or `rollback` leaves the target as it was.
 final class Transaction {
-  let target: StoppedTarget
+  let target: any TargetSession
   private var undo: [(address: UInt64, bytes: [UInt8])] = []
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
@@ -19,7 +19,7 @@ final class Transaction {
   /// The undo log on disk, for a successor if swpatch dies before the commit.
   var journal: UndoJournal?
 
-  init(target: StoppedTarget, state: TargetState, callTimeout: Duration) {
+  init(target: any TargetSession, state: TargetState, callTimeout: Duration) {
     self.target = target
     self.knownPages = state.pages
     self.usedSlots = Set(state.hooks.values.map(\.install.slotAddr))
@@ -61,7 +61,7 @@ final class Transaction {
   /// new program's code), and writing a slot there would corrupt it.
   func checkPages() throws {
     guard !knownPages.isEmpty else { return }
-    let maps = try ProcessMaps.read(pid: target.pid)
+    let maps = try target.mappings()
     for page in knownPages {
       let mapping = maps.first { $0.start <= page.base && page.base < $0.end }
       guard let mapping, !mapping.isFileBacked, mapping.isExecutable,
@@ -117,10 +117,16 @@ final class Transaction {
         return (slot, true)
       }
     }
-    if let page = try? mapPage(near: site), let slot = free(in: page) {
-      usedSlots.insert(slot)
-      return (slot, true)
-    }
+    // Only a lack of room in reach sends the slot far away (and the entry to a 14-byte
+    // jump): any other failure (a write into the target) fails the operation, which is
+    // rolled back, rather than leave a half-made page behind in the registry.
+    do {
+      let page = try mapPage(near: site)
+      if let slot = free(in: page) {
+        usedSlots.insert(slot)
+        return (slot, true)
+      }
+    } catch PatchError.noMemoryNearby {}
     let far = try mapPage(near: nil)
     let slot = free(in: far)!
     usedSlots.insert(slot)
@@ -133,7 +139,7 @@ final class Transaction {
     let size = TrampolinePageLayout.size
     var hints: [UInt64] = []
     if let near {
-      let maps = try ProcessMaps.read(pid: target.pid)
+      let maps = try target.mappings()
       let reach: UInt64 = (1 << 31) - 2 * size
       let low = near > reach ? near - reach : 0
       let high = near + reach
@@ -228,7 +234,7 @@ final class Transaction {
     loadedHandle = (handle, try? loaderFunction("dlclose", in: image), fd)
     // The bias comes from the library's first mapping alone: re-reading every object of
     // the process here would keep the target stopped for milliseconds more.
-    let mapped = try ProcessMaps.read(pid: target.pid)
+    let mapped = try target.mappings()
       .filter { $0.device == identity.device && $0.inode == identity.inode }
     guard let first = mapped.min(by: { $0.start < $1.start }) else {
       throw PatchError.dlopenFailed(
@@ -356,7 +362,7 @@ final class Transaction {
 
   /// Where each stopped thread will resume.
   private func threadPositions() throws -> [(tid: Int32, rip: UInt64)] {
-    try target.threads.map { ($0, try target.registers(of: $0).rip) }
+    try target.threads.map { ($0, try target.instructionPointer(of: $0)) }
   }
 
   /// Before anything is written, lets every thread that would resume inside the bytes
@@ -373,7 +379,7 @@ final class Transaction {
       ranges.append(entry..<entry + covered)
     }
     guard !ranges.isEmpty else { return }
-    if let thread = try target.runThreadsOut(of: ranges).first {
+    if let thread = try target.runThreadsOut(of: ranges, attempts: 12).first {
       throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
     }
   }
@@ -398,8 +404,6 @@ final class Transaction {
     }
   }
 
-  /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
-  /// is complete before the jump exists, so no thread can ever reach a half-made slot.
   /// `count` bytes at `address` out of `bytes`, which start at `start`; nil when they
   /// are not all there.
   static func slice(_ bytes: [UInt8]?, from start: UInt64, at address: UInt64, count: Int) -> [UInt8]? {
@@ -407,6 +411,8 @@ final class Transaction {
     return Array(bytes[Int(address - start)..<Int(address - start) + count])
   }
 
+  /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
+  /// is complete before the jump exists, so no thread can ever reach a half-made slot.
   private func installHook(
     _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64, file: [UInt8]?
   ) throws -> HookInstall {

@@ -68,6 +68,12 @@ final class UndoJournal {
     }
   }
 
+  /// Writes the old bytes of `entries` back into `target`, newest first: the target is
+  /// then as it was before the operation's first write.
+  static func putBack(_ entries: [Entry], into target: any TargetSession) throws(ProcessError) {
+    for entry in entries.reversed() { try target.write(entry.bytes, at: entry.address) }
+  }
+
   /// The journals left behind in `directory` by operations that never finished: each
   /// header with its entries, oldest first. A torn last line (killed mid-append) is
   /// skipped: its write had not been made.
