@@ -92,3 +92,48 @@ public struct Address: Hashable, Comparable, Sendable, Codable, CustomStringConv
     try container.encode(description)
   }
 }
+
+/// A stored address that travels as hex (`"0x55d0c0ffee00"`) in JSON: the registry and
+/// status keep `UInt64`s for arithmetic, and their `Codable` is synthesized around this.
+@propertyWrapper
+public struct Hex: Hashable, Sendable, Codable {
+  public var wrappedValue: UInt64
+
+  public init(wrappedValue: UInt64) {
+    self.wrappedValue = wrappedValue
+  }
+
+  public init(from decoder: any Decoder) throws {
+    wrappedValue = try Address(from: decoder).value
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    try Address(wrappedValue).encode(to: encoder)
+  }
+}
+
+/// Stored bytes that travel as lowercase hex with no separators (`"f30f1efa"`).
+@propertyWrapper
+public struct HexBytes: Hashable, Sendable, Codable {
+  public var wrappedValue: [UInt8]
+
+  public init(wrappedValue: [UInt8]) {
+    self.wrappedValue = wrappedValue
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let text = try decoder.singleValueContainer().decode(String.self)
+    guard let bytes = parseHexBytes(text) else {
+      throw DecodingError.dataCorrupted(
+        .init(
+          codingPath: decoder.codingPath, debugDescription: "expected hex bytes like f30f1efa, got '\(text)'")
+      )
+    }
+    wrappedValue = bytes
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(hexBytes(wrappedValue))
+  }
+}

@@ -57,8 +57,8 @@ public struct TargetStatus: Equatable, Sendable, Codable {
 public struct HookStatus: Equatable, Sendable, Codable {
   public var function: String
   public var object: String
-  public var oldAddr: UInt64
-  public var slot: UInt64
+  @Hex public var oldAddr: UInt64
+  @Hex public var slot: UInt64
   /// Active first, always ending with `.original`.
   public var stack: [StackItem]
   /// Set when the target's memory does not hold what the registry says (the entry jump
@@ -76,26 +76,6 @@ public struct HookStatus: Equatable, Sendable, Codable {
   enum CodingKeys: String, CodingKey {
     case function, object, slot, stack, drift
     case oldAddr = "old_addr"
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    function = try c.decode(String.self, forKey: .function)
-    object = try c.decode(String.self, forKey: .object)
-    oldAddr = try c.decodeHex(forKey: .oldAddr)
-    slot = try c.decodeHex(forKey: .slot)
-    stack = try c.decode([StackItem].self, forKey: .stack)
-    drift = try c.decodeIfPresent(String.self, forKey: .drift)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(function, forKey: .function)
-    try c.encode(object, forKey: .object)
-    try c.encodeHex(oldAddr, forKey: .oldAddr)
-    try c.encodeHex(slot, forKey: .slot)
-    try c.encode(stack, forKey: .stack)
-    try c.encodeIfPresent(drift, forKey: .drift)
   }
 }
 

@@ -34,7 +34,7 @@ public struct FunctionSite: Hashable, Sendable, Codable {
   public var name: String
   /// The object (executable or library) that defines it, as shown to users.
   public var object: String
-  public var oldAddr: UInt64
+  @Hex public var oldAddr: UInt64
 
   public init(name: String, object: String, oldAddr: UInt64) {
     self.name = name
@@ -46,27 +46,13 @@ public struct FunctionSite: Hashable, Sendable, Codable {
     case name, object
     case oldAddr = "old_addr"
   }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    name = try c.decode(String.self, forKey: .name)
-    object = try c.decode(String.self, forKey: .object)
-    oldAddr = try c.decodeHex(forKey: .oldAddr)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(name, forKey: .name)
-    try c.encode(object, forKey: .object)
-    try c.encodeHex(oldAddr, forKey: .oldAddr)
-  }
 }
 
 /// One function a patch replaces, with where its replacement was loaded.
 public struct PatchFunction: Hashable, Sendable, Codable {
   public var site: FunctionSite
   public var replacement: String
-  public var replacementAddr: UInt64
+  @Hex public var replacementAddr: UInt64
 
   public init(site: FunctionSite, replacement: String, replacementAddr: UInt64) {
     self.site = site
@@ -77,20 +63,6 @@ public struct PatchFunction: Hashable, Sendable, Codable {
   enum CodingKeys: String, CodingKey {
     case site, replacement
     case replacementAddr = "replacement_addr"
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    site = try c.decode(FunctionSite.self, forKey: .site)
-    replacement = try c.decode(String.self, forKey: .replacement)
-    replacementAddr = try c.decodeHex(forKey: .replacementAddr)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(site, forKey: .site)
-    try c.encode(replacement, forKey: .replacement)
-    try c.encodeHex(replacementAddr, forKey: .replacementAddr)
   }
 }
 
@@ -141,13 +113,13 @@ public struct Patch: Equatable, Sendable, Codable {
 /// What the patcher did to install a hook, kept so the hook can be removed exactly.
 public struct HookInstall: Hashable, Sendable, Codable {
   /// The trampoline slot (`jmp [rip+disp]`) the entry jumps to.
-  public var slotAddr: UInt64
+  @Hex public var slotAddr: UInt64
   /// The 8-byte pointer cell the slot jumps through; retargeting is one store here.
-  public var cellAddr: UInt64
+  @Hex public var cellAddr: UInt64
   /// Where the jump was written; oldAddr+4 when the function starts with endbr64.
-  public var entryAddr: UInt64
-  public var originalBytes: [UInt8]
-  public var jumpBytes: [UInt8]
+  @Hex public var entryAddr: UInt64
+  @HexBytes public var originalBytes: [UInt8]
+  @HexBytes public var jumpBytes: [UInt8]
 
   public init(
     slotAddr: UInt64, cellAddr: UInt64, entryAddr: UInt64, originalBytes: [UInt8], jumpBytes: [UInt8]
@@ -166,31 +138,13 @@ public struct HookInstall: Hashable, Sendable, Codable {
     case originalBytes = "original_bytes"
     case jumpBytes = "jump_bytes"
   }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    slotAddr = try c.decodeHex(forKey: .slotAddr)
-    cellAddr = try c.decodeHex(forKey: .cellAddr)
-    entryAddr = try c.decodeHex(forKey: .entryAddr)
-    originalBytes = try c.decodeHexBytes(forKey: .originalBytes)
-    jumpBytes = try c.decodeHexBytes(forKey: .jumpBytes)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encodeHex(slotAddr, forKey: .slotAddr)
-    try c.encodeHex(cellAddr, forKey: .cellAddr)
-    try c.encodeHex(entryAddr, forKey: .entryAddr)
-    try c.encodeHexBytes(originalBytes, forKey: .originalBytes)
-    try c.encodeHexBytes(jumpBytes, forKey: .jumpBytes)
-  }
 }
 
 /// One replacement on a hook's func stack.
 public struct StackEntry: Hashable, Sendable, Codable {
   public var patch: String
   public var replacement: String
-  public var address: UInt64
+  @Hex public var address: UInt64
 
   public init(patch: String, replacement: String, address: UInt64) {
     self.patch = patch
@@ -200,20 +154,6 @@ public struct StackEntry: Hashable, Sendable, Codable {
 
   enum CodingKeys: String, CodingKey {
     case patch, replacement, address
-  }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    patch = try c.decode(String.self, forKey: .patch)
-    replacement = try c.decode(String.self, forKey: .replacement)
-    address = try c.decodeHex(forKey: .address)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(patch, forKey: .patch)
-    try c.encode(replacement, forKey: .replacement)
-    try c.encodeHex(address, forKey: .address)
   }
 }
 
@@ -242,8 +182,8 @@ public struct Hook: Equatable, Sendable, Codable {
 
 /// Memory the patcher mapped in the target for trampoline slots.
 public struct TrampolinePage: Hashable, Sendable, Codable {
-  public var base: UInt64
-  public var size: UInt64
+  @Hex public var base: UInt64
+  @Hex public var size: UInt64
 
   public init(base: UInt64, size: UInt64) {
     self.base = base
@@ -251,25 +191,13 @@ public struct TrampolinePage: Hashable, Sendable, Codable {
   }
 
   enum CodingKeys: String, CodingKey { case base, size }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    base = try c.decodeHex(forKey: .base)
-    size = try c.decodeHex(forKey: .size)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encodeHex(base, forKey: .base)
-    try c.encodeHex(size, forKey: .size)
-  }
 }
 
 /// A patch library dlopen'ed into the target.
 public struct LoadedLibrary: Hashable, Sendable, Codable {
   public var path: String
   /// The dlopen handle in the target, needed to dlclose it later.
-  public var handle: UInt64
+  @Hex public var handle: UInt64
   public var sha256: String?
 
   public init(path: String, handle: UInt64, sha256: String? = nil) {
@@ -279,18 +207,4 @@ public struct LoadedLibrary: Hashable, Sendable, Codable {
   }
 
   enum CodingKeys: String, CodingKey { case path, handle, sha256 }
-
-  public init(from decoder: any Decoder) throws {
-    let c = try decoder.container(keyedBy: CodingKeys.self)
-    path = try c.decode(String.self, forKey: .path)
-    handle = try c.decodeHex(forKey: .handle)
-    sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
-  }
-
-  public func encode(to encoder: any Encoder) throws {
-    var c = encoder.container(keyedBy: CodingKeys.self)
-    try c.encode(path, forKey: .path)
-    try c.encodeHex(handle, forKey: .handle)
-    try c.encodeIfPresent(sha256, forKey: .sha256)
-  }
 }
