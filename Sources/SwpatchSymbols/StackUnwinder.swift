@@ -68,17 +68,16 @@ public final class StackUnwinder {
     self.dwfl = dwfl
     // /proc/TID/maps of a held thread: the main thread's is empty once it has exited.
     let reported = dwfl_linux_proc_report(dwfl, target.mainThread)
+    // From here on every stored property is set, so a throw runs `deinit`, which ends
+    // the Dwfl and frees the callbacks: ending them here too would free them twice (a
+    // target killed mid-operation fails the attach below and crashed the daemon so).
     guard reported == 0, dwfl_report_end(dwfl, nil, nil) == 0 else {
       let reason = reported > 0 ? String(cString: strerror(reported)) : Self.lastError()
-      dwfl_end(dwfl)
-      callbacks.deallocate()
       throw .unwindFailed(pid: pid, reason: "reading the modules: \(reason)")
     }
     let attached = dwfl_linux_proc_attach(dwfl, pid, true)
     guard attached == 0 else {
       let reason = attached > 0 ? String(cString: strerror(attached)) : Self.lastError()
-      dwfl_end(dwfl)
-      callbacks.deallocate()
       throw .unwindFailed(pid: pid, reason: "attaching to the threads: \(reason)")
     }
   }

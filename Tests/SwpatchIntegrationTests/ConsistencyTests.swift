@@ -66,6 +66,29 @@ final class ParkedFixture: @unchecked Sendable {
     #expect(parker.frames.contains { $0.address >= answer && $0.address < answer + 0x60 && !$0.isActivation })
     #expect(target.fixture.keepsRunning())
   }
+
+  /// A target killed while held: libdwfl cannot attach to its threads any more, and the
+  /// unwinder must fail with an error, not free its Dwfl twice (which crashed the daemon
+  /// when a target was SIGKILLed during an attach's stack check).
+  @Test func aTargetKilledWhileHeldFailsTheUnwindCleanly() throws {
+    for _ in 0..<4 {
+      let target = try Fixture("threads", ["20", "4"])
+      #expect(target.waitForValue("compute", "42"))
+      let pid = target.pid
+      let outcome = try TracerThread.shared.withStopped(pid) { stopped -> String in
+        kill(pid, SIGKILL)
+        usleep(20_000)
+        do {
+          _ = try StackUnwinder.stacks(of: stopped)
+          return "unwound"
+        } catch {
+          return "\(error)"
+        }
+      }
+      #expect(outcome.contains("unwind") || outcome == "unwound", "\(outcome)")
+      target.stop()
+    }
+  }
 }
 
 /// Releases the parked thread from a background thread once swpatch has stopped the
