@@ -225,16 +225,49 @@ public final class DaemonService: @unchecked Sendable {
     worker.async { [engine] in _ = try? engine.store.locked { _ in } }
   }
 
-  /// `execve` keeps the pid, the start time and the pidfd quiet, yet every hook of the
-  /// old program is gone with its image: once a second, a target whose image changed is
-  /// dropped as if it had exited (status already stops showing it at once; this writes
-  /// the audit line and persists the drop).
+  /// Processes change under their entries without a pidfd saying so: four times a
+  /// second, a target whose image changed (`execve`) is dropped as if it had exited,
+  /// and a child a patched target forked, which runs the same hooks in its copy of the
+  /// memory, is adopted as a target of its own. Status already hides an exec'd target
+  /// at once; this writes the audit lines and persists the change.
   private func watchForExec() {
-    let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "swpatchd.exec-watch"))
-    timer.schedule(deadline: .now() + 1, repeating: 1)
-    timer.setEventHandler { [weak self] in self?.dropReplacedImages() }
+    let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "swpatchd.lineage-watch"))
+    timer.schedule(deadline: .now() + .milliseconds(250), repeating: .milliseconds(250))
+    timer.setEventHandler { [weak self] in
+      self?.dropReplacedImages()
+      self?.adoptForks()
+    }
     timer.resume()
     execWatch = timer
+  }
+
+  /// Children seen already, adopted or not: each is looked at once.
+  private var lineageSeen: Set<TargetID> = []
+
+  private func adoptForks() {
+    guard let registry = try? engine.store.snapshot() else { return }
+    for parent in registry.targets where !parent.hooks.isEmpty {
+      let fresh = TargetProcess.children(of: parent.id.pid).filter { child in
+        guard let process = try? TargetProcess.inspect(child) else { return false }
+        return registry.target(TargetID(pid: child, startTime: process.startTime)) == nil
+          && lock.withLock { lineageSeen.insert(TargetID(pid: child, startTime: process.startTime)).inserted }
+      }
+      guard !fresh.isEmpty else { continue }
+      worker.async { [self] in
+        guard !isStopping, let adopted = try? engine.adoptForkedChildren(of: parent.id, among: fresh) else {
+          return
+        }
+        for child in adopted {
+          audit.append(
+            AuditRecord(
+              uid: nil, callerPid: nil, pid: child.id.pid, startTime: child.id.startTime, operation: "fork",
+              patch: nil, result: "adopted",
+              message:
+                "forked from patched pid \(parent.id.pid): its hooks and patches are now this process's own"))
+          watcher?.watch(child.id)
+        }
+      }
+    }
   }
 
   private func dropReplacedImages() {

@@ -283,6 +283,26 @@ public final class Engine: Sendable {
 
   // MARK: Inherited hooks
 
+  /// Adopts every child `parent` has forked that still runs its copy of the parent's
+  /// hooks (see `inheritedState`) and that the registry does not know yet, recording
+  /// it as a target of its own (`inherited_from`). Returns those adopted. A child that
+  /// has already run `execve`, or changed since, is left alone.
+  public func adoptForkedChildren(of parent: TargetID, among children: [Int32]) throws -> [TargetState] {
+    try store.locked { session in
+      guard let state = session.registry.target(parent), !state.hooks.isEmpty else { return [] }
+      var adopted: [TargetState] = []
+      for child in children {
+        guard let process = try? TargetProcess.inspect(child), !process.isZombie,
+          session.registry.target(process.id) == nil, holdsHooks(of: state, pid: child)
+        else { continue }
+        let copy = state.adopted(by: process.id, execID: TargetProcess.execID(of: child).map(hexBytes))
+        try session.save(copy)
+        adopted.append(copy)
+      }
+      return adopted
+    }
+  }
+
   /// For a process the registry does not know: the registry entry of the patched
   /// process it was forked from, adopted as its own, when its memory holds every one of
   /// that entry's hooks exactly (entry jumps, slot cells, trampoline pages). Only a copy

@@ -75,6 +75,16 @@ extension TargetProcess {
       .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
   }
 
+  /// The processes `pid`'s threads have forked that are still alive
+  /// (`/proc/PID/task/TID/children`), in no order.
+  public static func children(of pid: Int32) -> [Int32] {
+    threadIDs(of: pid).flatMap { tid in
+      (ProcFile.read("/proc/\(pid)/task/\(tid)/children") ?? "").split(separator: " ").compactMap {
+        Int32($0)
+      }
+    }
+  }
+
   /// The parent's pid (`PPid:` of /proc/PID/status); nil when the process is gone.
   public static func parentPid(of pid: Int32) -> Int32? {
     guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }

@@ -54,6 +54,38 @@ import Testing
     #expect(prints(parent, parent.pid, 63, from: parent.output.count))
   }
 
+  /// The daemon follows forks by itself: within a second of the fork, `status` lists
+  /// the child as a target inherited from its parent, before anyone names it.
+  @Test func aForkedChildIsListedAsInheritedWithinASecond() throws {
+    let ws = Workspace()
+    let parent = try Fixture("forker", ["20"])
+    #expect(prints(parent, parent.pid, 42, from: 0))
+    #expect(ws.swpatch("attach", "\(parent.pid)", fix(ws)).status == 0)
+    #expect(prints(parent, parent.pid, 63, from: parent.output.count))
+    kill(parent.pid, SIGUSR1)
+    let forked = ContinuousClock.now
+    let line = try #require(parent.output.wait { $0.hasPrefix("child=") }?.1)
+    let child = try #require(pid_t(line.dropFirst("child=".count)))
+    defer { stopGrandchild(child) }
+    var listed: [String: Any]?
+    while listed == nil && ContinuousClock.now - forked < .seconds(3) {
+      let targets = ws.swpatch("status", "--json").json?["targets"] as? [[String: Any]] ?? []
+      listed = targets.first { ($0["pid"] as? Int) == Int(child) }
+      if listed == nil { usleep(20_000) }
+    }
+    let seenAfter = ContinuousClock.now - forked
+    let entry = try #require(listed, "the child never appeared in status")
+    #expect(seenAfter < .seconds(1), "listed only after \(seenAfter)")
+    #expect(entry["inherited_from"] as? Int == Int(parent.pid))
+    #expect(ws.swpatch("status").output.contains("inherited from pid \(parent.pid)"))
+    #expect(ws.swpatch("log", "--pid", "\(child)", "--json").output.contains(#""operation":"fork""#))
+    // Disabled in the child, the fix leaves the child only; the parent stays patched.
+    let disable = ws.swpatch("disable", "\(child)", "fix-compute")
+    #expect(disable.status == 0, "\(disable.output)")
+    #expect(prints(parent, child, 42, from: parent.output.count))
+    #expect(prints(parent, parent.pid, 63, from: parent.output.count))
+  }
+
   @Test func anEntryAnotherToolWroteIsRefusedAndLeftAlone() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
