@@ -4,6 +4,9 @@
 // stay = syscall ; mov $34,%eax ; jmp stay, entered with eax = 34 (pause): a thread in it
 // blocks in pause() at +2 for ever, and a resume restarts the `syscall` at +0, inside any
 // entry jump; `sled MS stay` starts one such thread (it sleeps, it does not spin).
+// unmovable = syscall ; loop unmovable ; ...: like stay, but `loop` has no long form, so
+// its first bytes cannot be relocated and a thread in it cannot be moved into a copy;
+// `sled MS unmovable` starts one such thread.
 // Prints `sled=` every interval (argv[1] ms) until SIGTERM.
 #include <pthread.h>
 #include <signal.h>
@@ -32,12 +35,30 @@ __asm__(".text\n"
         ".size stay, .-stay\n"
         "enter_stay:\n"
         "  mov $34, %eax\n"
-        "  jmp stay\n");
+        "  jmp stay\n"
+        ".globl unmovable\n"
+        ".type unmovable, @function\n"
+        "unmovable:\n"
+        "  syscall\n"
+        "  loop unmovable\n"
+        "  mov $34, %eax\n"
+        "  jmp unmovable\n"
+        ".size unmovable, .-unmovable\n"
+        "enter_unmovable:\n"
+        "  mov $34, %eax\n"
+        "  jmp unmovable\n");
 int sled(void);
 void enter_stay(void);
+void enter_unmovable(void);
 static void *stayer(void *arg) {
   (void)arg;
   enter_stay();
+  return NULL;
+}
+
+static void *unmover(void *arg) {
+  (void)arg;
+  enter_unmovable();
   return NULL;
 }
 
@@ -51,6 +72,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   pthread_t stays;
   if (argc > 2 && !strcmp(argv[2], "stay")) pthread_create(&stays, NULL, stayer, NULL);
+  if (argc > 2 && !strcmp(argv[2], "unmovable")) pthread_create(&stays, NULL, unmover, NULL);
   printf("pid=%d\n", (int)getpid());
   for (long tick = 0; !stopping; tick++) {
     printf("tick=%ld sled=%d\n", tick, sled());

@@ -137,3 +137,38 @@ public struct HexBytes: Hashable, Sendable, Codable {
     try container.encode(hexBytes(wrappedValue))
   }
 }
+
+/// An optional stored address that travels as hex, and is left out of the JSON when
+/// nil (so a registry written before the field existed still reads).
+@propertyWrapper
+public struct OptionalHex: Hashable, Sendable, Codable {
+  public var wrappedValue: UInt64?
+
+  public init(wrappedValue: UInt64?) {
+    self.wrappedValue = wrappedValue
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    wrappedValue = container.decodeNil() ? nil : try Address(from: decoder).value
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    if let wrappedValue { try container.encode(Address(wrappedValue)) } else { try container.encodeNil() }
+  }
+}
+
+// Synthesized Codable calls these for an `@OptionalHex` property: a missing key is nil,
+// and nil is not written at all.
+extension KeyedDecodingContainer {
+  public func decode(_ type: OptionalHex.Type, forKey key: Key) throws -> OptionalHex {
+    try decodeIfPresent(type, forKey: key) ?? OptionalHex(wrappedValue: nil)
+  }
+}
+
+extension KeyedEncodingContainer {
+  public mutating func encode(_ value: OptionalHex, forKey key: Key) throws {
+    if value.wrappedValue != nil { try encodeIfPresent(value, forKey: key) }
+  }
+}

@@ -10,6 +10,9 @@ import SwpatchX86
 final class Transaction {
   let target: any TargetSession
   private var undo: [(address: UInt64, bytes: [UInt8])] = []
+  /// Threads moved to another instruction, with where they were: put back first on
+  /// rollback, before the code they were moved into is undone under them.
+  private var moved: [(tid: Int32, rip: UInt64)] = []
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []
@@ -39,6 +42,8 @@ final class Transaction {
   /// Undoes every write newest first, unmaps pages mapped by this transaction and
   /// unloads a library it loaded. Best effort: each step is tried even if one fails.
   func rollback() {
+    for thread in moved.reversed() { try? target.setInstructionPointer(thread.rip, of: thread.tid) }
+    moved = []
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
     undo = []
     journal?.discard()
@@ -103,13 +108,28 @@ final class Transaction {
     try target.useStub(at: stub)
   }
 
+  /// Each known page's bytes, read once per transaction: a slot no hook uses is free only
+  /// if it is all `int3`, since a relocated prologue outlives its hook while a thread may
+  /// still return into it.
+  private var pageBytes: [UInt64: [UInt8]] = [:]
+
+  private func isFree(_ slot: UInt64, in page: TrampolinePage) -> Bool {
+    guard !usedSlots.contains(slot) else { return false }
+    if pageBytes[page.base] == nil, !newPages.contains(page) {
+      pageBytes[page.base] = (try? target.read(at: page.base, count: Int(page.size))) ?? []
+    }
+    guard let bytes = pageBytes[page.base], !bytes.isEmpty else { return true }
+    let offset = Int(slot - page.base)
+    return bytes[offset..<offset + Int(TrampolineSlot.size)].allSatisfy { $0 == X86.int3 }
+  }
+
   /// A free slot reachable from `site` by `jmp rel32`, mapping a page near it if needed;
   /// `near == false` when no memory within ±2 GiB could be had.
   func allocateSlot(reachableFrom site: UInt64) throws -> (address: UInt64, near: Bool) {
     func free(in page: TrampolinePage) -> UInt64? {
       (0..<TrampolinePageLayout.slotCount).lazy
         .map { TrampolinePageLayout.slotAddress(page: page.base, index: $0) }
-        .first { !self.usedSlots.contains($0) }
+        .first { self.isFree($0, in: page) }
     }
     for page in knownPages + newPages {
       if let slot = free(in: page), X86.nearJump(from: site, to: slot) != nil {
@@ -355,6 +375,7 @@ final class Transaction {
           ?? install.originalBytes
         try write(original, at: install.entryAddr)
         try write(TrampolineSlot.freed, at: install.slotAddr)
+        try retirePrologue(install, site: oldAddr, file: objectBytes[oldAddr])
       }
     }
     return installs
@@ -376,7 +397,11 @@ final class Transaction {
       let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
       let room = (sizes[site.oldAddr] ?? 0) &- (entry - site.oldAddr)
       let covered = min(max(room, UInt64(X86.nearJumpLength)), UInt64(X86.absoluteJumpLength))
-      ranges.append(entry..<entry + covered)
+      // A thread inside bytes that can be relocated is moved into the relocated copy
+      // when the hook goes in (`installHook`): no waiting, no single-stepping.
+      let movable = try? Relocator.relocate(
+        target.read(at: entry, count: Int(covered) + 16), from: entry, to: entry, covering: Int(covered))
+      if movable == nil { ranges.append(entry..<entry + covered) }
     }
     guard !ranges.isEmpty else { return }
     if let thread = try target.runThreadsOut(of: ranges, attempts: 12).first {
@@ -399,9 +424,73 @@ final class Transaction {
     let slot = install.slotAddr..<install.slotAddr + TrampolineSlot.size
     for thread in try threadPositions() where slot.contains(thread.rip) {
       let cell = try target.read(at: install.cellAddr, count: 8)
-      try target.setInstructionPointer(
-        cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }, of: thread.tid)
+      try move(thread.tid, from: thread.rip, to: cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
     }
+  }
+
+  /// Sets a stopped thread's instruction pointer, remembering where it was for rollback.
+  private func move(_ tid: Int32, from rip: UInt64, to address: UInt64) throws {
+    moved.append((tid, rip))
+    try target.setInstructionPointer(address, of: tid)
+  }
+
+  /// The instructions an entry jump of `count` bytes at `entry` overwrites, relocated to
+  /// run at `address` (from the object file's bytes when they are known, else memory);
+  /// nil when they cannot be moved or do not fit a slot.
+  private func relocatedPrologue(
+    _ site: FunctionSite, entry: UInt64, count: Int, file: [UInt8]?, at address: UInt64
+  ) -> RelocatedPrologue? {
+    let offset = Int(entry - site.oldAddr)
+    let code =
+      file.map { Array($0.dropFirst(offset)) } ?? (try? target.read(at: entry, count: 24)) ?? []
+    guard let copy = try? Relocator.relocate(code, from: entry, to: address, covering: count),
+      copy.bytes.count <= Int(TrampolineSlot.size)
+    else { return nil }
+    return copy
+  }
+
+  /// Writes the relocated copy of what the jump will overwrite into a slot of its own,
+  /// and moves every thread stopped inside those bytes to the same point in the copy,
+  /// which then continues into the rest of the function. Returns the copy's address, or
+  /// nil when the instructions cannot be moved (then `refuseThreadsInside` decides).
+  private func installPrologue(
+    _ site: FunctionSite, entry: UInt64, jump: [UInt8], file: [UInt8]?
+  ) throws -> UInt64? {
+    let area = try allocateSlot(reachableFrom: entry)
+    guard let copy = relocatedPrologue(site, entry: entry, count: jump.count, file: file, at: area.address)
+    else {
+      usedSlots.remove(area.address)
+      return nil
+    }
+    let padding = [UInt8](repeating: X86.int3, count: Int(TrampolineSlot.size) - copy.bytes.count)
+    try write(copy.bytes + padding, at: area.address)
+    for thread in try target.threadsInside([entry..<entry + UInt64(jump.count)]) {
+      if let pc = copy.relocatedPC(for: thread.rip, originalAt: entry) {
+        try move(thread.tid, from: thread.rip, to: pc)
+      }
+    }
+    return area.address
+  }
+
+  /// When a hook goes, its relocated prologue goes too, unless a thread may still need
+  /// it: a thread stopped in it is moved back to the same point of the original code
+  /// (restored in the same stop); one stopped where no such point exists, or a copy
+  /// with a call in it (whose return address may be on some stack), keeps it in place,
+  /// unused but never reused (a slot is free only when all `int3`).
+  private func retirePrologue(_ install: HookInstall, site oldAddr: UInt64, file: [UInt8]?) throws {
+    guard let address = install.prologueAddr else { return }
+    let site = FunctionSite(name: "", object: "", oldAddr: oldAddr)
+    guard
+      let copy = relocatedPrologue(
+        site, entry: install.entryAddr, count: install.jumpBytes.count, file: file, at: address),
+      !copy.hasCall
+    else { return }
+    let inside = address..<address + UInt64(copy.bytes.count)
+    for thread in try threadPositions() where inside.contains(thread.rip) {
+      guard let pc = copy.originalPC(for: thread.rip, originalAt: install.entryAddr) else { return }
+      try move(thread.tid, from: thread.rip, to: pc)
+    }
+    try write(TrampolineSlot.freed, at: address)
   }
 
   /// `count` bytes at `address` out of `bytes`, which start at `start`; nil when they
@@ -433,6 +522,7 @@ final class Transaction {
     } else {
       throw PatchError.noMemoryNearby(address: site.oldAddr)
     }
+    let prologue = try installPrologue(site, entry: entry, jump: jump, file: file)
     try refuseThreadsInside(entry..<entry + UInt64(jump.count))
     try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
@@ -448,7 +538,7 @@ final class Transaction {
     try write(jump, at: entry)
     return HookInstall(
       slotAddr: slot.address, cellAddr: slot.address + TrampolineSlot.cellOffset, entryAddr: entry,
-      originalBytes: original, jumpBytes: jump)
+      originalBytes: original, jumpBytes: jump, prologueAddr: prologue)
   }
 }
 

@@ -69,9 +69,21 @@ final class UndoJournal {
   }
 
   /// Writes the old bytes of `entries` back into `target`, newest first: the target is
-  /// then as it was before the operation's first write.
+  /// then as it was before the operation's first write. The target ran since swpatch
+  /// died, so a write is skipped where it would land under a thread: inside the bytes
+  /// a thread will execute, or `int3` over the instruction a thread is at (a thread
+  /// moved into a relocated prologue, blocked in a system call there). What is skipped
+  /// is code no hook reaches any more: a slot left in place, never reused.
   static func putBack(_ entries: [Entry], into target: any TargetSession) throws(ProcessError) {
-    for entry in entries.reversed() { try target.write(entry.bytes, at: entry.address) }
+    var positions: [UInt64] = []
+    for tid in target.threads { positions.append(try target.instructionPointer(of: tid)) }
+    for entry in entries.reversed() {
+      let range = entry.address..<entry.address + UInt64(entry.bytes.count)
+      let underAThread = try !target.threadsInside([range]).isEmpty
+      let trapsAThread = entry.bytes.allSatisfy { $0 == 0xcc } && positions.contains { range.contains($0) }
+      if underAThread || trapsAThread { continue }
+      try target.write(entry.bytes, at: entry.address)
+    }
   }
 
   /// The journals left behind in `directory` by operations that never finished: each

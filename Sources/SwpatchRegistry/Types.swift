@@ -120,15 +120,21 @@ public struct HookInstall: Hashable, Sendable, Codable {
   @Hex public var entryAddr: UInt64
   @HexBytes public var originalBytes: [UInt8]
   @HexBytes public var jumpBytes: [UInt8]
+  /// Where the instructions the jump overwrote run, relocated (`Relocator`), followed by
+  /// a jump back into the function; nil when they could not be moved (or in registries
+  /// written before). A thread stopped inside the overwritten bytes is moved there.
+  @OptionalHex public var prologueAddr: UInt64?
 
   public init(
-    slotAddr: UInt64, cellAddr: UInt64, entryAddr: UInt64, originalBytes: [UInt8], jumpBytes: [UInt8]
+    slotAddr: UInt64, cellAddr: UInt64, entryAddr: UInt64, originalBytes: [UInt8], jumpBytes: [UInt8],
+    prologueAddr: UInt64? = nil
   ) {
     self.slotAddr = slotAddr
     self.cellAddr = cellAddr
     self.entryAddr = entryAddr
     self.originalBytes = originalBytes
     self.jumpBytes = jumpBytes
+    self.prologueAddr = prologueAddr
   }
 
   enum CodingKeys: String, CodingKey {
@@ -137,6 +143,7 @@ public struct HookInstall: Hashable, Sendable, Codable {
     case entryAddr = "entry_addr"
     case originalBytes = "original_bytes"
     case jumpBytes = "jump_bytes"
+    case prologueAddr = "prologue_addr"
   }
 }
 

@@ -14,8 +14,12 @@ public struct RelocatedPrologue: Sendable, Equatable {
   /// Where the copy jumps back to: the first original instruction not copied.
   public let resumeAddress: UInt64
   /// For each copied instruction, its offset in the original and in `bytes`: where a
-  /// thread stopped at an instruction boundary of the original goes in the copy.
+  /// thread stopped at an instruction boundary of the original goes in the copy. The
+  /// last one maps the end of the copied bytes to the jump back.
   public let boundaries: [Boundary]
+  /// Whether a copied instruction is a call: its return address then points into the
+  /// copy, which must stay in place while any thread may still return there.
+  public let hasCall: Bool
 
   public struct Boundary: Sendable, Equatable {
     public let original: Int
@@ -28,6 +32,15 @@ public struct RelocatedPrologue: Sendable, Equatable {
     guard pc >= start else { return nil }
     let offset = Int(pc - start)
     return boundaries.first { $0.original == offset }.map { address + UInt64($0.relocated) }
+  }
+
+  /// Where a thread whose pc is `pc`, at a boundary in the copy, continues in the
+  /// original code at `start`; nil when `pc` is not such a boundary (inside an
+  /// instruction the relocation added, such as the halves of an expanded branch).
+  public func originalPC(for pc: UInt64, originalAt start: UInt64) -> UInt64? {
+    guard pc >= address else { return nil }
+    let offset = Int(pc - address)
+    return boundaries.first { $0.relocated == offset }.map { start + UInt64($0.original) }
   }
 }
 
@@ -94,9 +107,13 @@ public enum Relocator {
       boundaries.append(.init(original: instruction.offset, relocated: position))
       position += size
     }
+    // A thread just past the last copied instruction (the `syscall` a restarted call
+    // re-executes, two bytes back) continues at the jump back.
+    boundaries.append(.init(original: copied, relocated: position))
+    let hasCall = instructions.contains { if case .call = $0.branch { true } else { false } }
     return RelocatedPrologue(
       bytes: bytes, address: to, copiedLength: copied, resumeAddress: from + UInt64(copied),
-      boundaries: boundaries)
+      boundaries: boundaries, hasCall: hasCall)
   }
 
   /// One decoded instruction and what relocating it needs.

@@ -72,7 +72,10 @@ import Testing
     let count = TrampolinePageLayout.slotCount + 4
     let plan = try state.planAttach(Self.patch("p1", functions: 0..<count), policy: nil)
     let next = try Self.run(plan, on: target, from: state, functions: 0..<count)
-    #expect(next.pages.count == 2)
+    // Two slots a hook: its jump's, and its relocated prologue's.
+    let perPage = TrampolinePageLayout.slotCount
+    #expect(next.pages.count == (2 * count + perPage - 1) / perPage)
+    #expect(next.sortedHooks.allSatisfy { $0.install.prologueAddr != nil })
     let slots = next.sortedHooks.map(\.install.slotAddr)
     #expect(Set(slots).count == count)
     for hook in next.sortedHooks {
@@ -178,11 +181,34 @@ import Testing
     #expect(target.writes == writes)
   }
 
-  @Test func aThreadStoppedInsideTheBytesOfAnEntryIsMovedOutBeforeTheJumpIsWritten() throws {
+  @Test func aThreadStoppedInsideTheBytesOfAnEntryIsMovedIntoTheRelocatedCopy() throws {
     let (target, state) = Self.fresh()
-    target.rips[4243] = Self.site(0).oldAddr + 1  // inside the 5 bytes the jump will cover
+    target.rips[4243] = Self.site(0).oldAddr + 1  // after `push %rbp`, inside the jump's 5 bytes
     let plan = try state.planAttach(Self.patch("p1", functions: 0..<1), policy: nil)
-    _ = try Self.run(plan, on: target, from: state, functions: 0..<1)
-    #expect(target.rips[4243]! >= Self.site(0).oldAddr + 5)
+    let next = try Self.run(plan, on: target, from: state, functions: 0..<1)
+    let prologue = try #require(next.sortedHooks[0].install.prologueAddr)
+    // The same instruction, `mov %rsp,%rbp`, in the copy: one byte in, as in the original.
+    #expect(target.rips[4243] == prologue + 1)
+    let copy = try target.read(at: prologue, count: 9)
+    #expect(Array(copy.prefix(9)) == [0x55, 0x48, 0x89, 0xe5, 0x90, 0xe9] + Array(copy[6..<9]))
+    // Disabled, the hook goes and the thread (still there) goes back to the original.
+    let disable = try next.planDisable("p1")
+    _ = try Self.run(disable, on: target, from: next, functions: 0..<1)
+    #expect(target.rips[4243] == Self.site(0).oldAddr + 1)
+    #expect(try target.read(at: prologue, count: 32) == TrampolineSlot.freed)
+    #expect(try target.read(at: Self.base, count: Self.program.count) == Self.program)
+  }
+
+  @Test func aRollbackPutsAMovedThreadBackBeforeUndoingTheCodeUnderIt() throws {
+    let (probe, state) = Self.fresh()
+    let plan = try state.planAttach(Self.patch("p1", functions: 0..<1), policy: nil)
+    _ = try Self.run(plan, on: probe, from: state, functions: 0..<1)
+    // The last write is the entry jump: fail it, after the thread was moved.
+    let (target, _) = Self.fresh()
+    target.rips[4243] = Self.site(0).oldAddr + 1
+    target.failWrite = probe.writes
+    #expect(throws: ProcessError.self) { try Self.run(plan, on: target, from: state, functions: 0..<1) }
+    #expect(target.rips[4243] == Self.site(0).oldAddr + 1)
+    #expect(try target.read(at: Self.base, count: Self.program.count) == Self.program)
   }
 }

@@ -40,7 +40,7 @@ import Testing
     #expect(copy.copiedLength == 5)
     #expect(Array(copy.bytes.prefix(5)) == Array(code.prefix(5)))
     #expect(jumpsBack(copy, at: 5, to: from + 5))
-    #expect(copy.boundaries.map(\.original) == [0, 4])
+    #expect(copy.boundaries.map(\.original) == [0, 4, 5])
     #expect(copy.relocatedPC(for: from + 4, originalAt: from) == near + 4)
     #expect(copy.relocatedPC(for: from + 2, originalAt: from) == nil)  // not a boundary
   }
