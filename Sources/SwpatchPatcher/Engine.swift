@@ -60,6 +60,9 @@ public final class Engine: Sendable {
       throw PatchError.libraryHasConstructors(path: file.library, functions: loadTimeCode)
     }
     let newSymbols = try file.functions.map { try ProcessImage.librarySymbol($0.new, in: library) }
+    let prevSymbols = try file.functions.map { function in
+      try function.prev.map { try prevVariable($0, in: library, shownAs: file.library) }
+    }
     return try perform(pid: pid, options: options) { session, process in
       try process.checkPatchable()
       let image = try ProcessImage(pid: pid)
@@ -76,8 +79,11 @@ public final class Engine: Sendable {
       func patch(bias: UInt64) -> Patch {
         Patch(
           id: file.id, library: file.library,
-          functions: zip(zip(sites, file.functions), newSymbols).map { pair, symbol in
-            PatchFunction(site: pair.0, replacement: pair.1.new, replacementAddr: bias &+ symbol.value)
+          functions: sites.indices.map { i in
+            PatchFunction(
+              site: sites[i], replacement: file.functions[i].new,
+              replacementAddr: bias &+ newSymbols[i].value,
+              prevCell: prevSymbols[i].map { bias &+ $0.value })
           }, replace: file.replace, requires: file.requires, sha256: stored.sha256)
       }
       // Planned once before the target is touched, so every refusal comes first; the
@@ -401,6 +407,21 @@ public final class Engine: Sendable {
       throw SymbolError.badLibrary(path: shownAs, reason: reason)
     }
     return library
+  }
+
+  /// The `prev` variable `name` of a library: an 8-byte data object (a function
+  /// pointer) the library defines; anything else is refused before the target is touched.
+  private func prevVariable(_ name: String, in library: ElfFile, shownAs: String) throws -> ElfSymbol {
+    let found = library.symbols(named: name)
+    guard let symbol = found.first(where: { $0.kind == .object }) else {
+      let reason = found.isEmpty ? "is not defined" : "is a function, not a function-pointer variable"
+      throw PatchError.badPrev(name: name, library: shownAs, reason: reason)
+    }
+    guard symbol.size == 8 else {
+      throw PatchError.badPrev(
+        name: name, library: shownAs, reason: "is \(symbol.size) bytes, not a pointer's 8")
+    }
+    return symbol
   }
 
   /// Every pinned object must be loaded with exactly the pinned build id.

@@ -38,6 +38,11 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   /// A trampoline page the registry records no longer carries swpatch's header: the
   /// memory there is not ours (the process ran `execve`, or unmapped it).
   case pageNotOurs(address: UInt64)
+  /// A `prev` at the bottom of a stack needs the original callable, and the instructions
+  /// the entry jump overwrites could not be relocated.
+  case originalNotCallable(function: String, address: UInt64)
+  /// `prev` names something in the library that is not an 8-byte variable.
+  case badPrev(name: String, library: String, reason: String)
   /// The library runs code when it is loaded, and `--allow-constructors` was not given.
   case libraryHasConstructors(path: String, functions: [String])
 
@@ -101,6 +106,12 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .pageNotOurs(let address):
       return
         "the trampoline page at \(hexAddress(address)) no longer holds swpatch's header (did the process run execve?); nothing was written; run `swpatch status`"
+    case .originalNotCallable(let function, let address):
+      return
+        "the original '\(function)' at \(hexAddress(address)) cannot be called through `prev`: its first instructions cannot be relocated; nothing was changed"
+    case .badPrev(let name, let library, let reason):
+      return
+        "`prev` '\(name)' \(reason) in \(library); declare it as a function pointer, e.g. `int (*\(name))(int);`"
     case .libraryHasConstructors(let path, let functions):
       return
         "library \(path) runs code when loaded (\(functions.joined(separator: ", "))); a constructor that aborts, exits or blocks would take the target down with it; move that code out of constructors, or pass --allow-constructors"
@@ -128,6 +139,8 @@ extension PatchError: CodedError {
     case .entryModified: return "entry_modified"
     case .pageNotOurs: return "page_not_ours"
     case .libraryHasConstructors: return "library_has_constructors"
+    case .originalNotCallable: return "prologue_not_relocatable"
+    case .badPrev: return "bad_prev"
     }
   }
 }

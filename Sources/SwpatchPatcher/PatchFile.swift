@@ -11,6 +11,9 @@ public struct PatchFile: Sendable, Equatable {
     public var new: String
     public var object: String?
     public var sympos: Int?
+    /// A function-pointer variable of the library that swpatch points at the version
+    /// below this replacement in the func stack (the original at the bottom).
+    public var prev: String?
   }
 
   public var id: String
@@ -72,7 +75,7 @@ public struct PatchFile: Sendable, Equatable {
     for (i, item) in items.enumerated() {
       let at = "functions[\(i)]."
       guard case .object(let entry) = item else { throw fail("functions[\(i)] must be an object") }
-      try checkKeys(entry, allowed: ["old", "new", "object", "sympos"], at: at, fail)
+      try checkKeys(entry, allowed: ["old", "new", "object", "sympos", "prev"], at: at, fail)
       var function = Function(
         old: try string(entry, "old", at: at, fail), new: try string(entry, "new", at: at, fail))
       if entry["object"] != nil { function.object = try string(entry, "object", at: at, fail) }
@@ -86,6 +89,7 @@ public struct PatchFile: Sendable, Equatable {
         }
         function.sympos = pos
       }
+      if entry["prev"] != nil { function.prev = try string(entry, "prev", at: at, fail) }
       functions.append(function)
     }
     var replace = false

@@ -22,10 +22,15 @@ final class Transaction {
   /// The undo log on disk, for a successor if swpatch dies before the commit.
   var journal: UndoJournal?
 
+  /// The hooks the target has, for the relocated prologues `prev` cells point to.
+  private let hooks: [UInt64: Hook]
+
   init(target: any TargetSession, state: TargetState, callTimeout: Duration) {
     self.target = target
     self.knownPages = state.pages
-    self.usedSlots = Set(state.hooks.values.map(\.install.slotAddr))
+    self.usedSlots = Set(
+      state.hooks.values.flatMap { [$0.install.slotAddr, $0.install.prologueAddr].compactMap { $0 } })
+    self.hooks = state.hooks
     self.callTimeout = callTimeout
   }
 
@@ -376,9 +381,29 @@ final class Transaction {
         try write(original, at: install.entryAddr)
         try write(TrampolineSlot.freed, at: install.slotAddr)
         try retirePrologue(install, site: oldAddr, file: objectBytes[oldAddr])
+      case .setPrev(let oldAddr, let cell, let to):
+        try write(TrampolineSlot.cell(target: try address(of: to, at: oldAddr, installs: installs)), at: cell)
       }
     }
     return installs
+  }
+
+  /// The address a `prev` cell gets: a replacement's, or the original function's
+  /// relocated prologue, which runs the overwritten instructions and jumps back into it.
+  private func address(of target: PrevTarget, at oldAddr: UInt64, installs: [UInt64: HookInstall]) throws
+    -> UInt64
+  {
+    switch target {
+    case .replacement(let address):
+      return address
+    case .original:
+      let install = installs[oldAddr] ?? hooks[oldAddr]?.install
+      guard let prologue = install?.prologueAddr else {
+        throw PatchError.originalNotCallable(
+          function: hooks[oldAddr]?.site.name ?? "the function", address: oldAddr)
+      }
+      return prologue
+    }
   }
 
   /// Where each stopped thread will resume.

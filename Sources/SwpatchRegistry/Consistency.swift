@@ -53,6 +53,8 @@ extension TargetState {
       let site: FunctionSite
       switch effect {
       case .installHook(let installed, _): site = installed
+      // A `prev` cell changes what a replacement calls, not which version runs.
+      case .setPrev: continue
       case .setSlot, .removeHook:
         guard let hook else { continue }
         site = hook.site

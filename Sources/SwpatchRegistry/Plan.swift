@@ -8,12 +8,15 @@ public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
   case setSlot(oldAddr: UInt64, cellAddr: UInt64, from: UInt64, to: UInt64)
   /// Put the original entry bytes back, then free the slot.
   case removeHook(oldAddr: UInt64, install: HookInstall)
+  /// One 8-byte store into a replacement's `prev` cell.
+  case setPrev(oldAddr: UInt64, cell: UInt64, to: PrevTarget)
 
   public var oldAddr: UInt64 {
     switch self {
     case .installHook(let site, _): site.oldAddr
     case .setSlot(let oldAddr, _, _, _): oldAddr
     case .removeHook(let oldAddr, _): oldAddr
+    case .setPrev(let oldAddr, _, _): oldAddr
     }
   }
 
@@ -38,11 +41,13 @@ public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
       "setSlot(\(hexAddress(oldAddr)) cell \(hexAddress(cellAddr)): \(hexAddress(from)) -> \(hexAddress(to)))"
     case .removeHook(let oldAddr, let install):
       "removeHook(\(hexAddress(oldAddr)) entry \(hexAddress(install.entryAddr)))"
+    case .setPrev(let oldAddr, let cell, let to):
+      "setPrev(\(hexAddress(oldAddr)) cell \(hexAddress(cell)) -> \(to))"
     }
   }
 
   enum CodingKeys: String, CodingKey {
-    case kind, site, target, install, from, to
+    case kind, site, target, install, from, to, cell
     case oldAddr = "old_addr"
     case cellAddr = "cell_addr"
   }
@@ -61,6 +66,10 @@ public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
     case "remove_hook":
       self = .removeHook(
         oldAddr: try c.decodeHex(forKey: .oldAddr), install: try c.decode(HookInstall.self, forKey: .install))
+    case "set_prev":
+      self = .setPrev(
+        oldAddr: try c.decodeHex(forKey: .oldAddr), cell: try c.decodeHex(forKey: .cell),
+        to: try c.decode(PrevTarget.self, forKey: .to))
     default:
       throw DecodingError.dataCorruptedError(
         forKey: .kind, in: c, debugDescription: "unknown effect kind '\(kind)'")
@@ -84,7 +93,43 @@ public enum Effect: Equatable, Sendable, Codable, CustomStringConvertible {
       try c.encode("remove_hook", forKey: .kind)
       try c.encodeHex(oldAddr, forKey: .oldAddr)
       try c.encode(install, forKey: .install)
+    case .setPrev(let oldAddr, let cell, let to):
+      try c.encode("set_prev", forKey: .kind)
+      try c.encodeHex(oldAddr, forKey: .oldAddr)
+      try c.encodeHex(cell, forKey: .cell)
+      try c.encode(to, forKey: .to)
     }
+  }
+}
+
+/// What a `prev` cell points to: a replacement below in the stack, or the original
+/// function (its relocated prologue, known once the hook exists).
+public enum PrevTarget: Hashable, Sendable, Codable, CustomStringConvertible {
+  case original
+  case replacement(UInt64)
+
+  public var description: String {
+    switch self {
+    case .original: "original"
+    case .replacement(let address): hexAddress(address)
+    }
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let text = try decoder.singleValueContainer().decode(String.self)
+    if text == "original" {
+      self = .original
+    } else if let address = parseHexAddress(text) {
+      self = .replacement(address)
+    } else {
+      throw DecodingError.dataCorrupted(
+        .init(codingPath: decoder.codingPath, debugDescription: "expected 'original' or a hex address"))
+    }
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
   }
 }
 

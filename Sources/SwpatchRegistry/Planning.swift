@@ -195,7 +195,9 @@ extension TargetState {
     for function in patch.functions {
       let addr = function.site.oldAddr
       out.stacks[addr, default: []].append(
-        StackEntry(patch: patch.id, replacement: function.replacement, address: function.replacementAddr))
+        StackEntry(
+          patch: patch.id, replacement: function.replacement, address: function.replacementAddr,
+          prevCell: function.prevCell))
       if out.sites[addr] == nil { out.sites[addr] = function.site }
     }
     out.patches[i].state = .enabled
@@ -249,7 +251,21 @@ extension TargetState {
         continue
       }
     }
-    let all = installs + sets + removes
+    // Every `prev` cell of a stack that changes is written again in the same stop, so
+    // each replacement calls the version now below it (the original at the bottom).
+    var prevs: [(Effect, String)] = []
+    for (addr, stack) in outcome.stacks.sorted(by: { $0.key < $1.key }) where hooks[addr]?.stack != stack {
+      for (i, entry) in stack.enumerated() {
+        guard let cell = entry.prevCell else { continue }
+        let below: PrevTarget = i == 0 ? .original : .replacement(stack[i - 1].address)
+        prevs.append(
+          (
+            .setPrev(oldAddr: addr, cell: cell, to: below),
+            "prev of \(describe(entry)) -> \(i == 0 ? "the original" : describe(stack[i - 1]))"
+          ))
+      }
+    }
+    let all = installs + sets + removes + prevs
     return (all.map(\.0), all.map(\.1))
   }
 }

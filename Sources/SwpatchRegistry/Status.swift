@@ -70,7 +70,12 @@ public struct HookStatus: Equatable, Sendable, Codable {
     object = hook.site.object
     oldAddr = hook.site.oldAddr
     slot = hook.install.slotAddr
-    stack = hook.topFirst.map(StackItem.replacement) + [.original]
+    // Bottom first, each `prev` shown as what it points to: the entry below, or the original.
+    var entries = hook.stack
+    for i in entries.indices where entries[i].prevCell != nil {
+      entries[i].prev = i == 0 ? "original" : hexAddress(entries[i - 1].address)
+    }
+    stack = entries.reversed().map(StackItem.replacement) + [.original]
   }
 
   enum CodingKeys: String, CodingKey {

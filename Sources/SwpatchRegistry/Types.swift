@@ -53,16 +53,22 @@ public struct PatchFunction: Hashable, Sendable, Codable {
   public var site: FunctionSite
   public var replacement: String
   @Hex public var replacementAddr: UInt64
+  /// Where the replacement's `prev` pointer lives in the target (a function-pointer
+  /// variable of the library): swpatch keeps it pointing at the version directly below
+  /// this one in the func stack, the original at the bottom. Nil without `prev`.
+  @OptionalHex public var prevCell: UInt64?
 
-  public init(site: FunctionSite, replacement: String, replacementAddr: UInt64) {
+  public init(site: FunctionSite, replacement: String, replacementAddr: UInt64, prevCell: UInt64? = nil) {
     self.site = site
     self.replacement = replacement
     self.replacementAddr = replacementAddr
+    self.prevCell = prevCell
   }
 
   enum CodingKeys: String, CodingKey {
     case site, replacement
     case replacementAddr = "replacement_addr"
+    case prevCell = "prev_cell"
   }
 }
 
@@ -152,15 +158,21 @@ public struct StackEntry: Hashable, Sendable, Codable {
   public var patch: String
   public var replacement: String
   @Hex public var address: UInt64
+  /// The replacement's `prev` cell (see `PatchFunction.prevCell`).
+  @OptionalHex public var prevCell: UInt64?
+  /// In status only: what the `prev` cell points to now, `original` or an address.
+  public var prev: String?
 
-  public init(patch: String, replacement: String, address: UInt64) {
+  public init(patch: String, replacement: String, address: UInt64, prevCell: UInt64? = nil) {
     self.patch = patch
     self.replacement = replacement
     self.address = address
+    self.prevCell = prevCell
   }
 
   enum CodingKeys: String, CodingKey {
-    case patch, replacement, address
+    case patch, replacement, address, prev
+    case prevCell = "prev_cell"
   }
 }
 

@@ -48,7 +48,8 @@ import Testing
       .unwindFailed(pid: 1, reason: ""),
     ]
     let patcher: [PatchError] = [
-      .libraryMissing(path: "/x"), .tooShort(function: "f", size: 3, needed: 5),
+      .libraryMissing(path: "/x"), .libraryUnusable(path: "/x", reason: "is a FIFO"),
+      .tooShort(function: "f", size: 3, needed: 5),
       .noMemoryNearby(address: 1), .mmapFailed, .noLoader(function: "dlopen"),
       .dlopenFailed(path: "/x", reason: ""), .drift(oldAddr: 1, detail: ""), .notPatched(pid: 1),
       .threadInRewrittenBytes(tid: 1, address: 1), .buildIDMismatch(object: "o", expected: "aa", actual: nil),
@@ -58,6 +59,7 @@ import Testing
       .unknownFunctionSize(function: "f", address: 1),
       .entryModified(function: "f", address: 1, found: [0xcc], file: [0x55], inherited: false),
       .pageNotOurs(address: 1), .libraryHasConstructors(path: "/x", functions: ["boom"]),
+      .originalNotCallable(function: "f", address: 1), .badPrev(name: "p", library: "/x", reason: ""),
     ]
     let registry: [RegistryError] = [
       .alreadyEnabled(id: "p", pid: 1), .alreadyDisabled(id: "p", pid: 1),
