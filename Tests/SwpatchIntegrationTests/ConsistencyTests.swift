@@ -110,6 +110,28 @@ func releaseAfterABlockedAttempt(_ target: ParkedFixture, fallback: Double = 20)
   thread.start()
 }
 
+/// Starts, on a thread of its own, an attach of `answerPatch` to a parked fixture whose
+/// thread is parked in answer(), and returns once the daemon logs that the attach is
+/// waiting for that thread (the worker is then busy, for up to 30 s). The attach's exit
+/// status lands in the returned buffer; whether the wait was seen, in `waiting`.
+func attachWaitingOnParkedThread(_ ws: Workspace, _ target: ParkedFixture) -> (
+  result: LineBuffer, waiting: Bool
+) {
+  let result = LineBuffer()
+  Thread {
+    let attach = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "30s")
+    result.append("\(attach.status)")
+  }.start()
+  var waiting = false
+  for _ in 0..<1000 where !waiting {
+    waiting =
+      (try? String(contentsOfFile: ws.stateDir + "/swpatchd.log", encoding: .utf8))?
+      .contains("waiting: thread") == true
+    if !waiting { usleep(10_000) }
+  }
+  return (result, waiting)
+}
+
 /// The patch file that replaces parked's answer() with libparked.so's answer_v2.
 func answerPatch(_ ws: Workspace) -> String {
   ws.patchFile("v2", library: "libparked.so", functions: [("answer", "answer_v2")])

@@ -243,18 +243,7 @@ func ping(_ ws: Workspace) -> Bool {
     _ = try parked.park()
     #expect(ws.swpatch("status").status == 0)
     // The worker is busy: this attach waits for the parked thread to leave answer().
-    let first = LineBuffer()
-    Thread {
-      let result = ws.swpatch("attach", "\(parked.pid)", answerPatch(ws), "--retry-for", "30s")
-      first.append("\(result.status)")
-    }.start()
-    var waiting = false
-    for _ in 0..<1000 where !waiting {
-      waiting =
-        (try? String(contentsOfFile: ws.stateDir + "/swpatchd.log", encoding: .utf8))?
-        .contains("waiting: thread") == true
-      if !waiting { usleep(10_000) }
-    }
+    let (first, waiting) = attachWaitingOnParkedThread(ws, parked)
     #expect(waiting)
     // A second attach, queued behind it, from a client that closes at once.
     let path = ws.patchFile("fix", library: "libfix.so", functions: [("compute", "compute_v2")])

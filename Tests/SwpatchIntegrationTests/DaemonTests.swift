@@ -302,19 +302,7 @@ func errorCode(of response: String) -> String? {
     _ = try target.park()
     #expect(ws.swpatch("status").status == 0)  // the daemon is up
     // The attach waits (stack check) until the parked thread is released.
-    let attach = LineBuffer()
-    Thread {
-      let result = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "30s")
-      attach.append("\(result.status)")
-    }.start()
-    // Wait until the daemon has logged that the attach is waiting on the parked thread.
-    var waiting = false
-    for _ in 0..<1000 where !waiting {
-      waiting =
-        (try? String(contentsOfFile: ws.stateDir + "/swpatchd.log", encoding: .utf8))?
-        .contains("waiting: thread") == true
-      if !waiting { usleep(10_000) }
-    }
+    let (attach, waiting) = attachWaitingOnParkedThread(ws, target)
     #expect(waiting)
     // status and log are answered while that attach is still in progress.
     let status = ws.swpatch("status", "--json")

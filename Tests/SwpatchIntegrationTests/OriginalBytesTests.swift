@@ -21,15 +21,20 @@ import Testing
     if processExists(pid) { kill(pid, SIGKILL) }
   }
 
-  @Test func aForkedChildIsAdoptedAndItsDisableRestoresTheOriginal() throws {
-    let ws = Workspace()
+  /// A forker patched with fix-compute, then made to fork: the parent and its child.
+  func patchedParentThatForked(_ ws: Workspace) throws -> (parent: Fixture, child: pid_t) {
     let parent = try Fixture("forker", ["20"])
     #expect(prints(parent, parent.pid, 42, from: 0))
     #expect(ws.swpatch("attach", "\(parent.pid)", fix(ws)).status == 0)
     #expect(prints(parent, parent.pid, 63, from: parent.output.count))
     kill(parent.pid, SIGUSR1)
     let line = try #require(parent.output.wait { $0.hasPrefix("child=") }?.1)
-    let child = try #require(pid_t(line.dropFirst("child=".count)))
+    return (parent, try #require(pid_t(line.dropFirst("child=".count))))
+  }
+
+  @Test func aForkedChildIsAdoptedAndItsDisableRestoresTheOriginal() throws {
+    let ws = Workspace()
+    let (parent, child) = try patchedParentThatForked(ws)
     defer { stopGrandchild(child) }
     #expect(prints(parent, child, 63, from: 0))
     // The child's entry holds the parent's jump: swpatch must know it as patched, not
@@ -58,14 +63,8 @@ import Testing
   /// the child as a target inherited from its parent, before anyone names it.
   @Test func aForkedChildIsListedAsInheritedWithinASecond() throws {
     let ws = Workspace()
-    let parent = try Fixture("forker", ["20"])
-    #expect(prints(parent, parent.pid, 42, from: 0))
-    #expect(ws.swpatch("attach", "\(parent.pid)", fix(ws)).status == 0)
-    #expect(prints(parent, parent.pid, 63, from: parent.output.count))
-    kill(parent.pid, SIGUSR1)
     let forked = ContinuousClock.now
-    let line = try #require(parent.output.wait { $0.hasPrefix("child=") }?.1)
-    let child = try #require(pid_t(line.dropFirst("child=".count)))
+    let (parent, child) = try patchedParentThatForked(ws)
     defer { stopGrandchild(child) }
     var listed: [String: Any]?
     while listed == nil && ContinuousClock.now - forked < .seconds(3) {
