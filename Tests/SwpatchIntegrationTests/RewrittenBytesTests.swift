@@ -26,7 +26,10 @@ import Testing
     let result = ws.swpatch("attach", "\(target.pid)", patch, "--consistency", "entry")
     #expect(result.status == 0, "\(result.output)")
     #expect(target.memory(at: sled, count: 1) == [0xe9], "no entry jump at sled")
-    #expect(processState(target.pid) == "T", "a stopped target must stay stopped")
+    // The detach puts it back into its job-control stop; under load that takes effect
+    // a moment later (it stops before running any user code: the stop is taken in the
+    // kernel's signal handling on its way out).
+    #expect(waitForState(target.pid, "T"), "a stopped target must stay stopped")
     // Whatever the thread ran to leave the bytes, it is now outside them.
     let pc = try #require(stoppedProgramCounter(target.pid))
     #expect(!(sled + 1..<sled + 5).contains(pc), "thread still at 0x\(String(pc, radix: 16))")
