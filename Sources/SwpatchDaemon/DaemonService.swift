@@ -144,6 +144,7 @@ public final class DaemonService: @unchecked Sendable {
       let report = try perform(request, caller: caller, record: &record)
       record.stoppedUs = report.stoppedMicroseconds
       record.retries = report.retries
+      record.threadsMoved = report.threadsMoved
       record.result = report.dryRun ? "dry_run" : "ok"
       audit.append(record)
       afterChange(pid: pid)

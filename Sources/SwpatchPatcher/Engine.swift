@@ -195,14 +195,16 @@ public final class Engine: Sendable {
         ? try StackCheck(
           plan: draft, state: operation.state, image: operation.image ?? ProcessImage(pid: pid))
         : nil
-      let (plan, next, stopped) = try runStopped(
+      let (plan, next, stopped, moved) = try runStopped(
         pid: pid, state: operation.state, session: session, options: options, check: check
       ) { transaction, target in
         try self.execute(operation, in: transaction, recheck: { try check?.firstBlocker(in: target) })
       }
-      return report(
+      var done = report(
         plan, state: next, patch: next.patch(operation.patchID)!, dryRun: false, stopped: stopped,
         notes: operation.notes + (check?.notes ?? []))
+      done.threadsMoved = moved
+      return done
     }
   }
 
@@ -370,9 +372,9 @@ public final class Engine: Sendable {
   private func runStopped(
     pid: Int32, state: TargetState, session: RegistryStore.Session, options: OperationOptions,
     check: StackCheck? = nil, _ body: @escaping (Transaction, StoppedTarget) throws -> (Plan, TargetState)
-  ) throws -> (Plan, TargetState, Duration) {
+  ) throws -> (Plan, TargetState, Duration, Int) {
     let timeout = options.callTimeout
-    let ((plan, next), stopped) = try tracer.withStoppedMeasured(pid) { target in
+    let ((plan, next, moved), stopped) = try tracer.withStoppedMeasured(pid) { target in
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
         try transaction.checkPages()
@@ -382,13 +384,13 @@ public final class Engine: Sendable {
         let (plan, next) = try body(transaction, target)
         try session.save(next)
         transaction.journal?.discard()
-        return (plan, next)
+        return (plan, next, transaction.threadsMoved)
       } catch {
         transaction.rollback()
         throw error
       }
     }
-    return (plan, next, stopped)
+    return (plan, next, stopped, moved)
   }
 
   // MARK: Checks before anything is touched

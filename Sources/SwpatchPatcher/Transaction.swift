@@ -13,6 +13,8 @@ final class Transaction {
   /// Threads moved to another instruction, with where they were: put back first on
   /// rollback, before the code they were moved into is undone under them.
   private var moved: [(tid: Int32, rip: UInt64)] = []
+  /// How many threads this operation moved (for the report).
+  var threadsMoved: Int { Set(moved.map(\.tid)).count }
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []

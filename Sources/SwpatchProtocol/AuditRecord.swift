@@ -22,6 +22,8 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   public var stoppedUs: Int64?
   /// How often a `stack` check had to resume the target and try again.
   public var retries: Int?
+  /// Threads moved out of rewritten bytes (see `OperationReport.threadsMoved`).
+  public var threadsMoved: Int?
   public var options: OperationOptions?
 
   public init(
@@ -45,6 +47,7 @@ public struct AuditRecord: Codable, Sendable, Equatable {
 
   enum CodingKeys: String, CodingKey {
     case time, uid, pid, operation, patch, result, code, message, options, retries
+    case threadsMoved = "threads_moved"
     case callerPid = "caller_pid"
     case startTime = "start_time"
     case stoppedUs = "stopped_us"

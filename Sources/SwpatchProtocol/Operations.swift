@@ -51,6 +51,9 @@ public struct OperationReport: Codable, Sendable {
   /// How many times the target was resumed and stopped again because a thread was
   /// inside a function being switched away from.
   public var retries: Int = 0
+  /// How many threads were found stopped inside bytes being rewritten (or inside a
+  /// relocated prologue being freed) and moved, instead of being waited for.
+  public var threadsMoved: Int = 0
 
   public init(
     pid: Int32, operation: String, patch: String, dryRun: Bool, policy: String, functions: [FunctionLine],
@@ -70,6 +73,7 @@ public struct OperationReport: Codable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case pid, operation, patch, policy, functions, plan, notes, consistency, retries
+    case threadsMoved = "threads_moved"
     case dryRun = "dry_run"
     case alsoDisabled = "also_disabled"
     case stoppedMicroseconds = "stopped_us"

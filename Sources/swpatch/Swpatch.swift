@@ -149,7 +149,9 @@ enum Output {
     }
     lines += report.notes.map { "  note: " + $0 }
     if !report.dryRun {
-      let waited = report.retries > 0 ? ", after \(report.retries) retries" : ""
+      let waited =
+        (report.retries > 0 ? ", after \(report.retries) retries" : "")
+        + (report.threadsMoved > 0 ? ", \(report.threadsMoved) threads moved out of rewritten bytes" : "")
       lines.append(
         "  target stopped for \(report.stoppedMicroseconds) µs (consistency \(report.consistency)\(waited))")
     }

@@ -52,8 +52,9 @@ import Testing
     // `syscall` at stay+0, inside the bytes the entry jump overwrites.
     #expect(waitForThread(of: target.pid, inSyscall: 34, at: stay + 2))
     let patch = ws.patchFile("fix-stay", library: "libsled.so", functions: [("stay", "stay_v2")])
-    let result = ws.swpatch("attach", "\(target.pid)", patch, "--consistency", "entry")
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--consistency", "entry", "--json")
     #expect(result.status == 0, "\(result.output)")
+    #expect(result.json?["threads_moved"] as? Int == 1, "\(result.output)")
     #expect(target.memory(at: stay, count: 1) == [0xe9])
     let status = try #require(ws.swpatch("status", "--json").json?["targets"] as? [[String: Any]])
     let hook = try #require((status.first?["hooks"] as? [[String: Any]])?.first)
