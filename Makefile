@@ -87,6 +87,9 @@ $(FIXOUT)/split-link: $(FIXOUT)/split-full
 # system call, and a SIGUSR1 counter.
 $(FIXOUT)/churn: $(FIX)/churn.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# A function written in assembly, whose DWARF has no prototype.
+$(FIXOUT)/asmfunc: $(FIX)/asmfunc.c $(FIX)/asmseven.S | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $^
 # A target that forks on SIGUSR1, and one that runs another program on SIGUSR1.
 $(FIXOUT)/forker $(FIXOUT)/execer: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
@@ -119,7 +122,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
-  $(FIXOUT)/forker $(FIXOUT)/execer \
+  $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/asmfunc \
   $(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))

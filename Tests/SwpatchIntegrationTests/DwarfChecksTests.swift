@@ -217,6 +217,24 @@ import Testing
   }
 }
 
+/// A function written in assembly has DWARF with no prototype (gas: language
+/// "assembler", return type unspecified), as glibc's syscall wrappers (`getpid`) do:
+/// there is no signature to compare, so the patch goes in with "signature not checked"
+/// rather than a false `signature_mismatch`.
+@Suite(.serialized, .needsRoot, .needsFixtures) struct AssemblyFunctionTests {
+  @Test func aFunctionWrittenInAssemblyIsPatchedWithItsSignatureNotChecked() throws {
+    let ws = Workspace()
+    let target = try Fixture("asmfunc", ["20"])
+    #expect(target.waitForValue("seven", "7"))
+    let patch = ws.patchFile("asm", library: "libasm.so", functions: [("seven", "seven_v2")])
+    let result = ws.swpatch("attach", "\(target.pid)", patch, "--json")
+    #expect(result.status == 0, "\(result.output)")
+    let notes = result.json?["notes"] as? [String]
+    #expect(notes?.contains { $0.contains("signature not checked") } == true, "\(result.output)")
+    #expect(target.waitForValue("seven", "8", from: target.output.count))
+  }
+}
+
 /// Prototypes read from libchecks.so's own DWARF: how they print and which compare equal.
 @Suite(.needsFixtures) struct PrototypeTests {
   let library: ElfFile
