@@ -254,7 +254,9 @@ final class Transaction {
     }
     try target.holdReleasedAgain()
     guard let handle else {
-      let reason = dlerror(image: image)
+      // dlerror names the file it was given, the target's view of our memfd: say which
+      // library that is instead, as the operator knows it.
+      let reason = Self.naming(dlerror(image: image), descriptor: fd, as: library.originalPath)
       closeMemfd()
       throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
     }
@@ -268,6 +270,14 @@ final class Transaction {
         path: library.originalPath, reason: "the library is not mapped after dlopen")
     }
     return (elf.loadBias(mappedAt: first.start, offset: first.offset), handle, true)
+  }
+
+  /// `message` with the paths the target saw the library under (its descriptor's, see
+  /// `StoppedTarget.pathsOf(descriptor:)`) replaced by `path`.
+  static func naming(_ message: String, descriptor fd: Int32, as path: String) -> String {
+    StoppedTarget.pathsOf(descriptor: fd).reduce(message) {
+      $0.replacingOccurrences(of: $1, with: path)
+    }
   }
 
   /// A descriptor whose file cannot be stat'ed reads as a missing library, as it did

@@ -68,7 +68,14 @@ extension StoppedTarget {
   public func dlopen(_ function: UInt64, descriptor fd: Int32, timeout: Duration) throws(ProcessError)
     -> UInt64?
   {
-    try dlopen(function, path: "/proc/thread-self/fd/\(fd)", timeout: timeout)
+    try dlopen(function, path: Self.pathsOf(descriptor: fd)[0], timeout: timeout)
+  }
+
+  /// The paths under which the target sees its own descriptor `fd`: the one `dlopen`
+  /// is given, and the one its loader may print. Messages from the target (dlerror)
+  /// name these; the patcher puts the library's own name in their place.
+  public static func pathsOf(descriptor fd: Int32) -> [String] {
+    ["/proc/thread-self/fd/\(fd)", "/proc/self/fd/\(fd)"]
   }
 
   /// Calls `dlerror()` at `function`: its message, nil when it has none.

@@ -145,6 +145,10 @@ import Testing
     let result = ws.swpatch("attach", "\(target.pid)", patch)
     #expect(result.status == 1)
     #expect(result.output.contains("undefined symbol: swpatch_missing_symbol"), "\(result.output)")
+    // The message names the library as the operator gave it, not the target's
+    // /proc/thread-self/fd/N it was loaded through.
+    #expect(result.output.contains(Paths.fixture("libbad.so") + ": undefined symbol"), "\(result.output)")
+    #expect(!result.output.contains("/fd/"), "\(result.output)")
     #expect(target.memory(at: compute, count: 16) == before)
     #expect(target.keepsRunning())
     let status = ws.swpatch("status", "--json")
