@@ -24,11 +24,14 @@ public final class DaemonService: @unchecked Sendable {
   private var dropped: [Int32] = []
   private var stopping = false
   private var watcher: TargetWatcher?
-  /// Looks for targets that ran `execve` (see `watchForExec`).
-  private var execWatch: (any DispatchSourceTimer)?
-  /// Targets dropped because they ran `execve`, so that their later exit is not
-  /// reported a second time.
+  /// Looks for targets that ran `execve` or forked (see `watchLineage`).
+  private var lineageWatch: (any DispatchSourceTimer)?
+  /// Targets dropped because they ran `execve` and still running, so that their later
+  /// exit is not reported a second time.
   private var replaced: Set<TargetID> = []
+  /// Live children of patched targets looked at already, adopted or not: each is looked
+  /// at once.
+  private var lineageSeen: Set<TargetID> = []
 
   public init(stateDirectory: String) {
     self.stateDirectory = stateDirectory
@@ -47,7 +50,7 @@ public final class DaemonService: @unchecked Sendable {
   public func start() throws {
     engine.libraries.removeLeftovers()
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
-    watchForExec()
+    watchLineage()
     for (id, message) in engine.recoverInterruptedOperations() {
       audit.append(
         AuditRecord(
@@ -221,8 +224,15 @@ public final class DaemonService: @unchecked Sendable {
   // MARK: Targets that exit
 
   private func targetExited(_ id: TargetID) {
+    // Dropped already when it ran execve; its exit is not news.
+    if lock.withLock({ replaced.remove(id) != nil }) { return }
     recordExit(id)
-    // Persist the drop; the registry store drops exited targets whenever it is locked.
+    persistDrops()
+  }
+
+  /// The registry store drops stale targets whenever it is locked: lock it once on the
+  /// worker, behind any running operation.
+  private func persistDrops() {
     worker.async { [engine] in _ = try? engine.store.locked { _ in } }
   }
 
@@ -230,31 +240,34 @@ public final class DaemonService: @unchecked Sendable {
   /// second, a target whose image changed (`execve`) is dropped as if it had exited,
   /// and a child a patched target forked, which runs the same hooks in its copy of the
   /// memory, is adopted as a target of its own. Status already hides an exec'd target
-  /// at once; this writes the audit lines and persists the change.
-  private func watchForExec() {
+  /// at once; this writes the audit lines and persists the change. One read of the
+  /// registry a tick serves both.
+  private func watchLineage() {
     let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "swpatchd.lineage-watch"))
     timer.schedule(deadline: .now() + .milliseconds(250), repeating: .milliseconds(250))
     timer.setEventHandler { [weak self] in
-      self?.dropReplacedImages()
-      self?.adoptForks()
+      guard let self, let (registry, replaced) = try? engine.store.liveSnapshot() else { return }
+      dropReplacedImages(replaced)
+      adoptForks(of: registry)
     }
     timer.resume()
-    execWatch = timer
+    lineageWatch = timer
   }
 
-  /// Children seen already, adopted or not: each is looked at once.
-  private var lineageSeen: Set<TargetID> = []
-
-  private func adoptForks() {
-    guard let registry = try? engine.store.snapshot() else { return }
+  private func adoptForks(of registry: RegistryState) {
+    var live: Set<TargetID> = []
     for parent in registry.targets where !parent.hooks.isEmpty {
-      let fresh = TargetProcess.children(of: parent.id.pid).filter { child in
-        guard let process = try? TargetProcess.inspect(child) else { return false }
-        return registry.target(TargetID(pid: child, startTime: process.startTime)) == nil
-          && lock.withLock { lineageSeen.insert(TargetID(pid: child, startTime: process.startTime)).inserted }
+      var fresh: [Int32] = []
+      for child in TargetProcess.children(of: parent.id.pid) {
+        guard let process = try? TargetProcess.inspect(child) else { continue }
+        let id = TargetID(pid: child, startTime: process.startTime)
+        live.insert(id)
+        if registry.target(id) == nil && lock.withLock({ lineageSeen.insert(id).inserted }) {
+          fresh.append(child)
+        }
       }
       guard !fresh.isEmpty else { continue }
-      worker.async { [self] in
+      worker.async { [self, fresh] in
         guard !isStopping, let adopted = try? engine.adoptForkedChildren(of: parent.id, among: fresh) else {
           return
         }
@@ -269,36 +282,37 @@ public final class DaemonService: @unchecked Sendable {
         }
       }
     }
+    // Children that are gone need no memory: the set stays as large as the live ones.
+    lock.withLock { lineageSeen.formIntersection(live) }
   }
 
-  private func dropReplacedImages() {
-    for id in engine.store.replacedImages() where lock.withLock({ replaced.insert(id).inserted }) {
-      lock.withLock {
-        drift[id.pid] = nil
-        dropped.append(id.pid)
-      }
-      audit.append(
-        AuditRecord(
-          uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: "exec", patch: nil,
-          result: "dropped",
-          message:
-            "the target ran execve: its program image and every hook in it are gone; its registry entries were dropped"
-        ))
-      worker.async { [engine] in _ = try? engine.store.locked { _ in } }
+  private func dropReplacedImages(_ ids: [TargetID]) {
+    let fresh = lock.withLock { ids.filter { replaced.insert($0).inserted } }
+    for id in fresh {
+      recordDrop(
+        id, operation: "exec",
+        message:
+          "the target ran execve: its program image and every hook in it are gone; its registry entries were dropped"
+      )
     }
+    if !fresh.isEmpty { persistDrops() }
   }
 
   private func recordExit(_ id: TargetID) {
-    // Dropped already when it ran execve; its exit is not news.
-    if lock.withLock({ replaced.contains(id) }) { return }
+    recordDrop(id, operation: "exit", message: "the target exited; its registry entries were dropped")
+  }
+
+  /// Forgets what is known of a dropped target, names it once in the next `status`, and
+  /// audits why it was dropped.
+  private func recordDrop(_ id: TargetID, operation: String, message: String) {
     lock.withLock {
       drift[id.pid] = nil
       dropped.append(id.pid)
     }
     audit.append(
       AuditRecord(
-        uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: "exit", patch: nil,
-        result: "dropped", message: "the target exited; its registry entries were dropped"))
+        uid: nil, callerPid: nil, pid: id.pid, startTime: id.startTime, operation: operation, patch: nil,
+        result: "dropped", message: message))
   }
 
   // MARK: Errors

@@ -71,7 +71,7 @@ public final class Engine: Sendable {
         knownOrInherited(process, registry: session.registry)
         ?? .new(
           id: process.id, executable: process.executable, policy: policy ?? .stack,
-          execID: TargetProcess.execID(of: pid).map(hexBytes))
+          execID: RegistryStore.execIdentity(of: pid))
       let resolved = try resolveSites(
         file.functions, newSymbols: newSymbols, state: state, image: image, process: process,
         library: library, force: options.force)
@@ -129,11 +129,8 @@ public final class Engine: Sendable {
           try process.checkPatchable()
           operation.sizes = try functionSizes(plan, pid: pid)
           operation.objectBytes = try checkedObjectBytes(
-            plan.effects.compactMap(\.installedSite), process: process
-          )
-          .merging(
-            TargetProcess.objectBytes(pid: pid, at: plan.effects.compactMap(\.removedAddress), count: 32)
-          ) { new, _ in new }
+            plan.effects.compactMap(\.installedSite), alsoAt: plan.effects.compactMap(\.removedAddress),
+            process: process)
           return operation
         }
       }
@@ -303,7 +300,7 @@ public final class Engine: Sendable {
         guard let process = try? TargetProcess.inspect(child), !process.isZombie,
           session.registry.target(process.id) == nil, holdsHooks(of: state, pid: child)
         else { continue }
-        let copy = state.adopted(by: process.id, execID: TargetProcess.execID(of: child).map(hexBytes))
+        let copy = state.adopted(by: process.id, execID: RegistryStore.execIdentity(of: child))
         try session.save(copy)
         adopted.append(copy)
       }
@@ -336,9 +333,12 @@ public final class Engine: Sendable {
 
   /// The object file's bytes at each of `sites` (32 bytes from its first), after checking
   /// that the bytes a hook would overwrite still hold them: a refusal before anything is
-  /// stopped (the stop checks again, exactly, before the write).
-  func checkedObjectBytes(_ sites: [FunctionSite], process: TargetProcess) throws -> [UInt64: [UInt8]] {
-    let found = TargetProcess.objectBytes(pid: process.pid, at: sites.map(\.oldAddr), count: 32)
+  /// stopped (the stop checks again, exactly, before the write). The bytes at `others`
+  /// (hooks a plan removes, which write them back) come from the same read of the maps.
+  func checkedObjectBytes(
+    _ sites: [FunctionSite], alsoAt others: [UInt64] = [], process: TargetProcess
+  ) throws -> [UInt64: [UInt8]] {
+    let found = TargetProcess.objectBytes(pid: process.pid, at: sites.map(\.oldAddr) + others, count: 32)
     for site in sites {
       guard let file = found[site.oldAddr], file.count >= 4 else { continue }
       let entry = X86.jumpSite(functionAt: site.oldAddr, code: file)
@@ -348,19 +348,11 @@ public final class Engine: Sendable {
       let at = Int(entry - site.oldAddr)
       throw PatchError.entryModified(
         function: site.name, address: entry, found: Array(now[at...]), file: Array(file[at..<now.count]),
-        inherited: inheritedJump(Array(now[at...]), at: entry, process: process))
+        inherited: Transaction.isInheritedHook(Array(now[at...]), at: entry) {
+          process.peek(at: $0, count: $1)
+        })
     }
     return found
-  }
-
-  /// Whether `bytes` at `entry` are a `jmp rel32` into a page with swpatch's header.
-  private func inheritedJump(_ bytes: [UInt8], at entry: UInt64, process: TargetProcess) -> Bool {
-    guard bytes.count >= 5, bytes[0] == 0xe9 else { return false }
-    let rel = Int32(
-      bitPattern: UInt32(bytes[1]) | UInt32(bytes[2]) << 8 | UInt32(bytes[3]) << 16 | UInt32(bytes[4]) << 24)
-    let destination = UInt64(bitPattern: Int64(bitPattern: entry + 5) + Int64(rel))
-    let page = destination & ~(TrampolinePageLayout.size - 1)
-    return Transaction.isOurHeader(process.peek(at: page, count: Int(TrampolinePageLayout.firstSlotOffset)))
   }
 
   // MARK: The stop

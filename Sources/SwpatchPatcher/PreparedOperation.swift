@@ -55,7 +55,7 @@ extension Engine {
   func knownOrInherited(_ process: TargetProcess, registry: RegistryState) -> TargetState? {
     registry.target(process.id)
       ?? inheritedState(
-        process.id, registry: registry, execID: TargetProcess.execID(of: process.pid).map(hexBytes))
+        process.id, registry: registry, execID: RegistryStore.execIdentity(of: process.pid))
   }
 
   /// Resolves each `old` of an attach in the target and checks it where it is: not an

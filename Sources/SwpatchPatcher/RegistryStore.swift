@@ -53,7 +53,7 @@ public final class RegistryStore: Sendable {
     }
     var registry = try read()
     var dropped: [TargetID] = []
-    for target in registry.targets where !Self.isCurrent(target) {
+    for target in registry.targets where Self.staleness(of: target) != nil {
       _ = registry.remove(target.id)
       dropped.append(target.id)
     }
@@ -62,35 +62,45 @@ public final class RegistryStore: Sendable {
   }
 
   /// The registry as last persisted, read without the lock (every write is an atomic
-  /// rename, so this never sees half a file), minus targets that have exited. For
-  /// readers that must not wait behind a running operation.
+  /// rename, so this never sees half a file), minus targets that have exited or run
+  /// `execve`. For readers that must not wait behind a running operation.
   public func snapshot() throws(StoreError) -> RegistryState {
+    try liveSnapshot().registry
+  }
+
+  /// `snapshot()`, and which of the entries it left out belong to a process that still
+  /// runs but now runs another program (what a watcher must drop, since no pidfd says
+  /// so). One read of the file and one look at each process.
+  public func liveSnapshot() throws(StoreError) -> (registry: RegistryState, replaced: [TargetID]) {
     var registry = try read()
-    for target in registry.targets where !Self.isCurrent(target) {
+    var replaced: [TargetID] = []
+    for target in registry.targets {
+      guard let stale = Self.staleness(of: target) else { continue }
       _ = registry.remove(target.id)
+      if stale == .replaced { replaced.append(target.id) }
     }
-    return registry
+    return (registry, replaced)
   }
 
-  /// The recorded targets whose process still runs but now runs another program
-  /// (`execve`): what a watcher must drop, since no pidfd says so.
-  public func replacedImages() -> [TargetID] {
-    guard let registry = try? read() else { return [] }
-    return registry.targets.filter { target in
-      TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) && !Self.isCurrent(target)
-    }.map(\.id)
+  /// Why an entry no longer describes a live process.
+  public enum Staleness: Sendable {
+    /// The pid and start time are gone.
+    case exited
+    /// The process runs another program image: `execve` keeps pid and start time but
+    /// replaces every mapping, so the entry is as dead as one whose process exited.
+    case replaced
   }
 
-  /// Whether `target`'s entries still describe a live process: the same pid and start
-  /// time, and the same program image. `execve` keeps both pid and start time but
-  /// replaces every mapping, so an entry whose recorded image differs from the
-  /// process's is as dead as one whose process exited.
-  public static func isCurrent(_ target: TargetState) -> Bool {
-    guard TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) else { return false }
-    guard let recorded = target.execID, let now = TargetProcess.execID(of: target.id.pid) else {
-      return true
-    }
-    return hexBytes(now) == recorded
+  /// Why `target`'s entry no longer describes a live process; nil while it does.
+  public static func staleness(of target: TargetState) -> Staleness? {
+    guard TargetProcess.isAlive(pid: target.id.pid, startTime: target.id.startTime) else { return .exited }
+    guard let recorded = target.execID, let now = execIdentity(of: target.id.pid) else { return nil }
+    return now == recorded ? nil : .replaced
+  }
+
+  /// The registry's form of `TargetProcess.execID` (hex), nil when it cannot be read.
+  public static func execIdentity(of pid: Int32) -> String? {
+    TargetProcess.execID(of: pid).map(hexBytes)
   }
 
   private func ensureDirectory() throws(StoreError) {

@@ -392,7 +392,7 @@ final class Transaction {
           ?? install.originalBytes
         try write(original, at: install.entryAddr)
         try write(TrampolineSlot.freed, at: install.slotAddr)
-        try retirePrologue(install, site: oldAddr, file: objectBytes[oldAddr])
+        try retirePrologue(install, of: oldAddr, file: objectBytes[oldAddr])
       case .setPrev(let oldAddr, let cell, let to):
         try write(TrampolineSlot.cell(target: try address(of: to, at: oldAddr, installs: installs)), at: cell)
       }
@@ -475,9 +475,9 @@ final class Transaction {
   /// run at `address` (from the object file's bytes when they are known, else memory);
   /// nil when they cannot be moved or do not fit a slot.
   private func relocatedPrologue(
-    _ site: FunctionSite, entry: UInt64, count: Int, file: [UInt8]?, at address: UInt64
+    of oldAddr: UInt64, entry: UInt64, count: Int, file: [UInt8]?, at address: UInt64
   ) -> RelocatedPrologue? {
-    let offset = Int(entry - site.oldAddr)
+    let offset = Int(entry - oldAddr)
     let code =
       file.map { Array($0.dropFirst(offset)) } ?? (try? target.read(at: entry, count: 24)) ?? []
     guard let copy = try? Relocator.relocate(code, from: entry, to: address, covering: count),
@@ -494,7 +494,9 @@ final class Transaction {
     _ site: FunctionSite, entry: UInt64, jump: [UInt8], file: [UInt8]?
   ) throws -> UInt64? {
     let area = try allocateSlot(reachableFrom: entry)
-    guard let copy = relocatedPrologue(site, entry: entry, count: jump.count, file: file, at: area.address)
+    guard
+      let copy = relocatedPrologue(
+        of: site.oldAddr, entry: entry, count: jump.count, file: file, at: area.address)
     else {
       usedSlots.remove(area.address)
       return nil
@@ -514,12 +516,11 @@ final class Transaction {
   /// (restored in the same stop); one stopped where no such point exists, or a copy
   /// with a call in it (whose return address may be on some stack), keeps it in place,
   /// unused but never reused (a slot is free only when all `int3`).
-  private func retirePrologue(_ install: HookInstall, site oldAddr: UInt64, file: [UInt8]?) throws {
+  private func retirePrologue(_ install: HookInstall, of oldAddr: UInt64, file: [UInt8]?) throws {
     guard let address = install.prologueAddr else { return }
-    let site = FunctionSite(name: "", object: "", oldAddr: oldAddr)
     guard
       let copy = relocatedPrologue(
-        site, entry: install.entryAddr, count: install.jumpBytes.count, file: file, at: address),
+        of: oldAddr, entry: install.entryAddr, count: install.jumpBytes.count, file: file, at: address),
       !copy.hasCall
     else { return }
     let inside = address..<address + UInt64(copy.bytes.count)
@@ -559,19 +560,22 @@ final class Transaction {
     } else {
       throw PatchError.noMemoryNearby(address: site.oldAddr)
     }
-    let prologue = try installPrologue(site, entry: entry, jump: jump, file: file)
-    try refuseThreadsInside(entry..<entry + UInt64(jump.count))
-    try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     let original = try target.read(at: entry, count: jump.count)
     // Never record as "original" bytes that are not the object's: a jump inherited from
     // a patched parent, a debugger's breakpoint. Restoring them later would leave the
-    // function patched, or broken, while swpatch reported it restored.
+    // function patched, or broken, while swpatch reported it restored. Checked before
+    // anything of this hook is written.
     if let expected = Self.slice(file, from: site.oldAddr, at: entry, count: jump.count), expected != original
     {
       throw PatchError.entryModified(
         function: site.name, address: entry, found: original, file: expected,
-        inherited: Self.isNearJump(original))
+        inherited: Self.isInheritedHook(original, at: entry) {
+          (try? self.target.read(at: $0, count: $1)) ?? []
+        })
     }
+    let prologue = try installPrologue(site, entry: entry, jump: jump, file: file)
+    try refuseThreadsInside(entry..<entry + UInt64(jump.count))
+    try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
     try write(jump, at: entry)
     return HookInstall(
       slotAddr: slot.address, cellAddr: slot.address + TrampolineSlot.cellOffset, entryAddr: entry,
@@ -580,9 +584,19 @@ final class Transaction {
 }
 
 extension Transaction {
-  /// Whether `bytes` start with a `jmp rel32` or swpatch's absolute jump: the shape of
-  /// a hook's entry, for telling an inherited hook from another tool's change.
-  static func isNearJump(_ bytes: [UInt8]) -> Bool {
-    bytes.first == 0xe9 || bytes.starts(with: [0xff, 0x25, 0, 0, 0, 0])
+  /// Whether `bytes` at `entry` are a hook's jump (rel32, or swpatch's absolute form)
+  /// into a page with swpatch's header, as `read` shows memory: a hook inherited from
+  /// a patched parent, as opposed to another tool's change.
+  static func isInheritedHook(_ bytes: [UInt8], at entry: UInt64, read: (UInt64, Int) -> [UInt8]) -> Bool {
+    let destination: UInt64
+    if bytes.count >= X86.absoluteJumpLength, bytes.starts(with: X86.absoluteJump(to: 0).prefix(6)) {
+      destination = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 6, as: UInt64.self) }
+    } else if bytes.first == 0xe9, let jump = BranchScan.directBranches(in: bytes, at: entry).first {
+      destination = jump.to
+    } else {
+      return false
+    }
+    let page = destination & ~(TrampolinePageLayout.size - 1)
+    return isOurHeader(read(page, Int(TrampolinePageLayout.firstSlotOffset)))
   }
 }
