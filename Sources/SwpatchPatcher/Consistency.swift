@@ -78,11 +78,15 @@ final class StackCheck {
         }
       }
     }
-    // A thread whose unwind stops at its innermost frame proves nothing (a live thread
-    // always has callers; it may be in code with no CFI, such as a trampoline slot), so
-    // it blocks, and may well be readable on the next attempt. Deeper down, an early
-    // stop is how some systems end every stack (libdwfl says so), so the frames read
-    // are what is checked.
+    return unreadableStack(stacks)
+  }
+
+  /// A thread whose unwind stops at its innermost frame proves nothing (a live thread
+  /// always has callers; it may be in code with no CFI, such as a trampoline slot), so
+  /// it blocks, and may well be readable on the next attempt. Deeper down, an early
+  /// stop is how some systems end every stack (libdwfl says so), so the frames read
+  /// are what is checked, and the notes say which threads were read only partly.
+  func unreadableStack(_ stacks: [ThreadStack]) -> BlockingThread? {
     for stack in stacks where stack.frames.count <= 1 {
       if let reason = stack.stoppedEarly ?? (stack.frames.isEmpty ? "no frames" : nil) {
         return .unreadable(tid: stack.tid, reason: reason)

@@ -13,7 +13,7 @@ public final class Engine: Sendable {
   public let store: RegistryStore
   /// Content-addressed copies of the libraries loaded into targets.
   public let libraries: LibraryStore
-  private let tracer = TracerThread.shared
+  let tracer = TracerThread.shared
   /// Told, once per operation, what a `stack` operation is waiting for (the CLI prints
   /// it on stderr); nil to stay quiet.
   public let progress: (@Sendable (String) -> Void)?
@@ -187,39 +187,72 @@ public final class Engine: Sendable {
       // What is switched away from is known from the draft (it does not depend on where
       // a library lands), so the stacks are checked before anything is loaded: a
       // blocked attempt costs no dlopen and leaves nothing to undo.
+      let image = try operation.image ?? ProcessImage(pid: pid)
       let check =
         options.consistency == .stack
-        ? try StackCheck(
-          plan: draft, state: operation.state, image: operation.image ?? ProcessImage(pid: pid))
-        : nil
-      let (plan, next, stopped, moved) = try runStopped(
-        pid: pid, state: operation.state, session: session, options: options, check: check
-      ) { transaction, target in
-        try self.execute(operation, in: transaction, recheck: { try check?.firstBlocker(in: target) })
+        ? try StackCheck(plan: draft, state: operation.state, image: image) : nil
+      let catching = Self.threadsCanBeCaught(image)
+      let (executed, stopped) = try runStopped(
+        pid: pid, state: operation.state, session: session, options: options, check: check, catching: catching
+      ) { transaction, target, points in
+        try self.execute(
+          operation, in: transaction, points: points,
+          recheck: { try check?.catchPoints(in: target, allowed: catching) ?? [] })
+      }
+      var longest = stopped
+      var transitionTime = Duration.zero
+      var caught = 0
+      if let pending = executed.transition {
+        (longest, transitionTime) = try finish(
+          pending, check: check, pid: pid, session: session, options: options)
+        longest = max(longest, stopped)
+        caught = pending.points.count
       }
       var done = report(
-        plan, state: next, patch: next.patch(operation.patchID)!, dryRun: false, stopped: stopped,
-        notes: operation.notes + (check?.notes ?? []))
-      done.threadsMoved = moved
+        executed.plan, state: executed.next, patch: executed.next.patch(operation.patchID)!, dryRun: false,
+        stopped: longest, notes: operation.notes + (check?.notes ?? []))
+      done.threadsMoved = executed.threadsMoved
+      done.threadsCaught = caught
+      done.transitionMicroseconds = transitionTime.microseconds
       return done
     }
   }
 
+  /// Whether a thread of this process may be caught on return (the per-thread
+  /// transition): not when C++ exceptions or cancellation could unwind through a
+  /// redirected return address, which has no unwind information (libstdc++ and
+  /// libgcc_s are the unwinder's users; C++ would call `std::terminate`).
+  static func threadsCanBeCaught(_ image: ProcessImage) -> Bool {
+    !image.objects.contains { $0.name.hasPrefix("libstdc++") || $0.name.hasPrefix("libgcc_s") }
+  }
+
+  /// What the stop carried out: the plan (planned again with the library's bias), the
+  /// state to commit, and a transition still waiting for threads, if any.
+  struct Executed {
+    var plan: Plan
+    var next: TargetState
+    var threadsMoved: Int = 0
+    var transition: PendingTransition?
+  }
+
   /// Inside the stop: loads the library an attach brings (then plans again with its
-  /// load bias), carries the plan out, and gives the state it commits to. `recheck`
-  /// looks at the stacks again after a `dlopen`, during which the other threads ran.
+  /// load bias), carries the plan out, and gives the state it commits to. `points` are
+  /// the threads inside what is switched away from, as the stop found them; `recheck`
+  /// finds them again after a `dlopen`, during which the other threads ran. With any,
+  /// the plan's cells are gated and the operation waits for them (`PendingTransition`).
   func execute(
-    _ operation: PreparedOperation, in transaction: Transaction,
-    recheck: () throws -> BlockingThread? = { nil }
-  ) throws -> (Plan, TargetState) {
+    _ operation: PreparedOperation, in transaction: Transaction, points: [CatchPoint] = [],
+    recheck: () throws -> [CatchPoint] = { [] }
+  ) throws -> Executed {
     var plan = operation.draft
+    var points = points
     var newLibraries: [LoadedLibrary] = []
     if let library = operation.library, let image = operation.image {
       let loaded = try transaction.loadLibrary(
         library.stored, elf: library.elf, image: image, near: library.near)
       // One of the other threads may have entered a function being switched while
       // dlopen ran, so look again before anything is written.
-      if loaded.loadedNow, let blocker = try recheck() { throw StackBlocked(blocker: blocker) }
+      if loaded.loadedNow { points = try recheck() }
       plan = try library.replan(loaded.bias)
       if loaded.loadedNow {
         newLibraries = [
@@ -227,10 +260,21 @@ public final class Engine: Sendable {
         ]
       }
     }
-    let installs = try transaction.execute(plan, sizes: operation.sizes, objectBytes: operation.objectBytes)
+    let installs = try transaction.execute(
+      plan, sizes: operation.sizes, objectBytes: operation.objectBytes, deferringRemovals: !points.isEmpty)
     let next = try operation.state.committing(
       plan, installs: installs, newPages: transaction.newPages, newLibraries: newLibraries)
-    return (plan, next)
+    var executed = Executed(plan: plan, next: next, threadsMoved: transaction.threadsMoved)
+    if !points.isEmpty {
+      let routed = transaction.changedCells.filter { $0.old != $0.new }
+      let page = try transaction.beginTransition(points, cells: routed)
+      executed.transition = PendingTransition(
+        page: page, points: points, cells: routed, removals: transaction.deferredRemovals, plan: plan,
+        next: next, writes: transaction.writes, journal: transaction.journal,
+        objectBytes: operation.objectBytes)
+      executed.transition?.acquired = transaction.acquired
+    }
+    return executed
   }
 
   // MARK: status
@@ -359,30 +403,34 @@ public final class Engine: Sendable {
 
   /// Stops every thread of the target, runs `body` in a transaction, persists the new
   /// state while still stopped, and resumes. Any failure rolls memory back first.
-  /// With a stack `check`, a thread inside what is switched away from makes the attempt
-  /// throw `StackBlocked` before anything is written.
+  /// With a stack `check`, a thread inside what is switched away from that cannot be
+  /// caught on return makes the attempt throw `StackBlocked` before anything is written;
+  /// those that can are handed to `body`. A transition left pending is committed later
+  /// by `finish`, so its journal stays.
   private func runStopped(
     pid: Int32, state: TargetState, session: RegistryStore.Session, options: OperationOptions,
-    check: StackCheck? = nil, _ body: @escaping (Transaction, StoppedTarget) throws -> (Plan, TargetState)
-  ) throws -> (Plan, TargetState, Duration, Int) {
+    check: StackCheck? = nil, catching: Bool = false,
+    _ body: @escaping (Transaction, StoppedTarget, [CatchPoint]) throws -> Executed
+  ) throws -> (Executed, Duration) {
     let timeout = options.callTimeout
-    let ((plan, next, moved), stopped) = try tracer.withStoppedMeasured(pid) { target in
+    return try tracer.withStoppedMeasured(pid) { target in
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       do {
         try transaction.checkPages()
         transaction.journal = try UndoJournal(
           state: self.store.state, target: state.id, generation: state.generation)
-        if let blocker = try check?.firstBlocker(in: target) { throw StackBlocked(blocker: blocker) }
-        let (plan, next) = try body(transaction, target)
-        try session.save(next)
-        transaction.journal?.discard()
-        return (plan, next, transaction.threadsMoved)
+        let points = try check?.catchPoints(in: target, allowed: catching) ?? []
+        let executed = try body(transaction, target, points)
+        if executed.transition == nil {
+          try session.save(executed.next)
+          transaction.journal?.discard()
+        }
+        return executed
       } catch {
         transaction.rollback()
         throw error
       }
     }
-    return (plan, next, stopped, moved)
   }
 
   // MARK: Checks before anything is touched

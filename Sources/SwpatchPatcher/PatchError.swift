@@ -29,6 +29,9 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   /// `--consistency stack`: a thread stayed inside a version being switched away from
   /// for the whole `--retry-for`.
   case stackCheckTimedOut(blocker: String, retriedFor: Double, retries: Int)
+  /// A per-thread transition whose last unswitched thread did not return in time; the
+  /// operation was undone.
+  case transitionTimedOut(blocker: String, waited: Double)
   /// A version to check has no symbol size, so its code cannot be told from the rest.
   case unknownFunctionSize(function: String, address: UInt64)
   /// The bytes a hook would overwrite are not the object file's: another tool (a
@@ -93,6 +96,9 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .stackCheckTimedOut(let blocker, let retriedFor, let retries):
       return
         "\(blocker); retried for \(formatSeconds(retriedFor)) s (\(retries) retries); nothing was changed; try again later or use --consistency entry"
+    case .transitionTimedOut(let blocker, let waited):
+      return
+        "\(blocker) and did not return from it within \(formatSeconds(waited)) s; the operation was undone (threads that had switched run the old versions again); try again later or use --consistency entry"
     case .unknownFunctionSize(let function, let address):
       return
         "cannot check stacks for '\(function)' at \(hexAddress(address)): its symbol has no size; nothing was changed; use --consistency entry"
@@ -134,7 +140,7 @@ extension PatchError: CodedError {
     case .libraryStore: return "state_dir"
     case .signatureMismatch: return "signature_mismatch"
     case .branchIntoEntry: return "branch_into_entry"
-    case .stackCheckTimedOut: return "stack_check_timeout"
+    case .stackCheckTimedOut, .transitionTimedOut: return "stack_check_timeout"
     case .unknownFunctionSize: return "unknown_function_size"
     case .entryModified: return "entry_modified"
     case .pageNotOurs: return "page_not_ours"

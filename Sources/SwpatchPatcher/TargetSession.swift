@@ -15,6 +15,7 @@ protocol TargetSession: AnyObject {
   /// The target's mappings now (/proc/PID/maps for a real one).
   func mappings() throws(ProcessError) -> [MapEntry]
   func mmap(at hint: UInt64?, length: UInt64, executable: Bool) throws(ProcessError) -> UInt64?
+  func mapData(length: UInt64) throws(ProcessError) -> UInt64
   func munmap(_ address: UInt64, length: UInt64) throws(ProcessError)
 
   // Threads

@@ -18,7 +18,7 @@ final class Transaction {
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []
-  private var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int32)?
+  private(set) var loadedHandle: (handle: UInt64, dlclose: UInt64?, memfd: Int32, name: String)?
   /// How long a remote call (dlopen) may run before it is abandoned.
   let callTimeout: Duration
   /// The undo log on disk, for a successor if swpatch dies before the commit.
@@ -26,6 +26,19 @@ final class Transaction {
 
   /// The hooks the target has, for the relocated prologues `prev` cells point to.
   private let hooks: [UInt64: Hook]
+
+  /// Every cell `execute` wrote (slot and `prev` cells), with what calls through it
+  /// reached before and after (0 when nothing did): what a transition's gates route.
+  private(set) var changedCells: [ChangedCell] = []
+  /// Hook removals `execute` left for the end of a transition.
+  private(set) var deferredRemovals: [(oldAddr: UInt64, install: HookInstall)] = []
+  /// A transition page this transaction mapped, and the stack slots it redirected with
+  /// what they held: put back on rollback (in the first stop, no thread has run since).
+  var transitionPages: [UInt64] = []
+  var redirected: [(slot: UInt64, value: UInt64)] = []
+
+  /// The writes made so far, oldest first, as the journal records them.
+  var writes: [UndoJournal.Entry] { undo.map { UndoJournal.Entry(address: $0.address, bytes: $0.bytes) } }
 
   init(target: any TargetSession, state: TargetState, callTimeout: Duration) {
     self.target = target
@@ -49,6 +62,10 @@ final class Transaction {
   /// Undoes every write newest first, unmaps pages mapped by this transaction and
   /// unloads a library it loaded. Best effort: each step is tried even if one fails.
   func rollback() {
+    for slot in redirected.reversed() {
+      try? target.write(TrampolineSlot.cell(target: slot.value), at: slot.slot)
+    }
+    redirected = []
     for thread in moved.reversed() { try? target.setInstructionPointer(thread.rip, of: thread.tid) }
     moved = []
     for entry in undo.reversed() { try? target.write(entry.bytes, at: entry.address) }
@@ -62,6 +79,8 @@ final class Transaction {
     for page in newPages { target.forgetStub(in: page.base..<page.base + page.size) }
     for page in newPages { try? target.munmap(page.base, length: page.size) }
     newPages = []
+    for page in transitionPages { try? target.munmap(page, length: TransitionPage.size) }
+    transitionPages = []
   }
 
   // MARK: Trampoline pages and slots
@@ -260,7 +279,7 @@ final class Transaction {
       closeMemfd()
       throw PatchError.dlopenFailed(path: library.originalPath, reason: reason)
     }
-    loadedHandle = (handle, try? loaderFunction("dlclose", in: image), fd)
+    loadedHandle = (handle, try? loaderFunction("dlclose", in: image), fd, Self.memfdName(library))
     // The bias comes from the library's first mapping alone: re-reading every object of
     // the process here would keep the target stopped for milliseconds more.
     let mapped = try target.mappings()
@@ -362,15 +381,19 @@ final class Transaction {
   /// first byte (see `TargetProcess.objectBytes`): what a new hook must find there and
   /// records as the original, and what a removed hook writes back.
   func execute(
-    _ plan: Plan, sizes: [UInt64: UInt64], objectBytes: [UInt64: [UInt8]] = [:]
+    _ plan: Plan, sizes: [UInt64: UInt64], objectBytes: [UInt64: [UInt8]] = [:],
+    deferringRemovals: Bool = false
   ) throws -> [UInt64: HookInstall] {
     try moveThreadsOutOfEntries(plan, sizes: sizes)
     var installs: [UInt64: HookInstall] = [:]
     for effect in plan.effects {
       switch effect {
       case .installHook(let site, let replacement):
-        installs[site.oldAddr] = try installHook(
+        let install = try installHook(
           site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0, file: objectBytes[site.oldAddr])
+        installs[site.oldAddr] = install
+        changedCells.append(
+          ChangedCell(cell: install.cellAddr, old: install.prologueAddr ?? 0, new: replacement))
       case .setSlot(let oldAddr, let cell, let from, let to):
         let current = try target.read(at: cell, count: 8)
         guard current == TrampolineSlot.cell(target: from) else {
@@ -378,26 +401,41 @@ final class Transaction {
         }
         // One aligned 8-byte store: the function switches versions with no window.
         try write(TrampolineSlot.cell(target: to), at: cell)
+        changedCells.append(ChangedCell(cell: cell, old: from, new: to))
       case .removeHook(let oldAddr, let install):
-        let current = try target.read(at: install.entryAddr, count: install.jumpBytes.count)
-        guard current == install.jumpBytes else {
-          throw PatchError.drift(oldAddr: oldAddr, detail: "entry does not hold swpatch's jump")
+        guard deferringRemovals else {
+          try removeHook(oldAddr, install, file: objectBytes[oldAddr])
+          continue
         }
-        try moveThreadsOutOfSlot(install)
-        // The object file's bytes, not only those recorded at install: a registry written
-        // before this check existed may have recorded a jump inherited from a parent.
-        let original =
-          Self.slice(
-            objectBytes[oldAddr], from: oldAddr, at: install.entryAddr, count: install.originalBytes.count)
-          ?? install.originalBytes
-        try write(original, at: install.entryAddr)
-        try write(TrampolineSlot.freed, at: install.slotAddr)
-        try retirePrologue(install, of: oldAddr, file: objectBytes[oldAddr])
+        let current = StackCheck.word(try target.read(at: install.cellAddr, count: 8))
+        deferredRemovals.append((oldAddr, install))
+        changedCells.append(ChangedCell(cell: install.cellAddr, old: current, new: install.prologueAddr ?? 0))
       case .setPrev(let oldAddr, let cell, let to):
-        try write(TrampolineSlot.cell(target: try address(of: to, at: oldAddr, installs: installs)), at: cell)
+        let before = StackCheck.word(try target.read(at: cell, count: 8))
+        let value = try address(of: to, at: oldAddr, installs: installs)
+        try write(TrampolineSlot.cell(target: value), at: cell)
+        changedCells.append(ChangedCell(cell: cell, old: before, new: value))
       }
     }
     return installs
+  }
+
+  /// Takes a hook out: the object file's bytes back at the entry, the slot freed, the
+  /// relocated prologue retired; a thread in the slot goes where the cell points.
+  func removeHook(_ oldAddr: UInt64, _ install: HookInstall, file: [UInt8]?) throws {
+    let current = try target.read(at: install.entryAddr, count: install.jumpBytes.count)
+    guard current == install.jumpBytes else {
+      throw PatchError.drift(oldAddr: oldAddr, detail: "entry does not hold swpatch's jump")
+    }
+    try moveThreadsOutOfSlot(install)
+    // The object file's bytes, not only those recorded at install: a registry written
+    // before this check existed may have recorded a jump inherited from a parent.
+    let original =
+      Self.slice(file, from: oldAddr, at: install.entryAddr, count: install.originalBytes.count)
+      ?? install.originalBytes
+    try write(original, at: install.entryAddr)
+    try write(TrampolineSlot.freed, at: install.slotAddr)
+    try retirePrologue(install, of: oldAddr, file: file)
   }
 
   /// The address a `prev` cell gets: a replacement's, or the original function's

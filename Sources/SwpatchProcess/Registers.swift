@@ -6,10 +6,14 @@ public struct Registers: Sendable, Equatable {
   /// Where the thread resumes.
   public let rip: UInt64
   public let rsp: UInt64
+  /// The thread's TLS base: glibc keeps the same value at `fs:0`, so code running in the
+  /// thread can tell which thread it is (the transition's gates do).
+  public let fsBase: UInt64
 
   init(_ regs: user_regs_struct) {
     rip = regs.rip
     rsp = regs.rsp
+    fsBase = regs.fs_base
   }
 }
 

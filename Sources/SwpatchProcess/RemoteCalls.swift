@@ -26,6 +26,16 @@ extension StoppedTarget {
     return base
   }
 
+  /// Maps `length` bytes of private anonymous memory that the target may write (not
+  /// executable): data that code swpatch put in the target updates itself, such as a
+  /// transition's table of unswitched threads.
+  public func mapData(length: UInt64) throws(ProcessError) -> UInt64 {
+    let protection = UInt64(SWP_PROT_READ) | UInt64(SWP_PROT_WRITE)
+    let flags = UInt64(SWP_MAP_PRIVATE) | UInt64(SWP_MAP_ANONYMOUS)
+    let result = try syscall(Int(SWP_SYS_MMAP), [0, length, protection, flags, UInt64.max, 0])
+    return UInt64(try Self.checked(result, "mmap"))
+  }
+
   /// Unmaps `length` bytes at `address`.
   public func munmap(_ address: UInt64, length: UInt64) throws(ProcessError) {
     try Self.checked(try syscall(Int(SWP_SYS_MUNMAP), [address, length]), "munmap")

@@ -54,6 +54,12 @@ public struct OperationReport: Codable, Sendable {
   /// How many threads were found stopped inside bytes being rewritten (or inside a
   /// relocated prologue being freed) and moved, instead of being waited for.
   public var threadsMoved: Int = 0
+  /// Under `stack`: how many threads were inside what was switched away from and switched
+  /// on their own, when their frame returned (the per-thread transition).
+  public var threadsCaught: Int = 0
+  /// How long the per-thread transition ran, from the first resume to the end of the
+  /// last stop; 0 when the switch happened in one stop.
+  public var transitionMicroseconds: Int64 = 0
 
   public init(
     pid: Int32, operation: String, patch: String, dryRun: Bool, policy: String, functions: [FunctionLine],
@@ -74,6 +80,8 @@ public struct OperationReport: Codable, Sendable {
   enum CodingKeys: String, CodingKey {
     case pid, operation, patch, policy, functions, plan, notes, consistency, retries
     case threadsMoved = "threads_moved"
+    case threadsCaught = "threads_caught"
+    case transitionMicroseconds = "transition_us"
     case dryRun = "dry_run"
     case alsoDisabled = "also_disabled"
     case stoppedMicroseconds = "stopped_us"

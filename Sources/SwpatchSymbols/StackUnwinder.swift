@@ -9,11 +9,15 @@ public struct StackFrame: Sendable, Equatable {
   /// True when `pc` is where the thread is executing (the innermost frame, a signal
   /// frame); false when it is a return address.
   public let isActivation: Bool
+  /// The stack pointer in this frame, as CFI recovers it (the CFA of the frame below
+  /// it, the callee, for every frame but the innermost); nil when libdwfl cannot say.
+  public let stackPointer: UInt64?
 
-  public init(index: Int, pc: UInt64, isActivation: Bool) {
+  public init(index: Int, pc: UInt64, isActivation: Bool, stackPointer: UInt64? = nil) {
     self.index = index
     self.pc = pc
     self.isActivation = isActivation
+    self.stackPointer = stackPointer
   }
 
   /// An address inside the function this frame is running: a return address may point
@@ -158,7 +162,11 @@ public final class StackUnwinder {
         frameError = StackUnwinder.lastError()
         return 1
       }
-      frames.append(StackFrame(index: frames.count, pc: pc, isActivation: activation))
+      // DWARF register 7 is rsp on x86-64.
+      var sp: Dwarf_Word = 0
+      let known = dwfl_frame_reg(frame, 7, &sp) == 0
+      frames.append(
+        StackFrame(index: frames.count, pc: pc, isActivation: activation, stackPointer: known ? sp : nil))
       if frames.count >= StackUnwinder.maxFrames {
         frameError = "more than \(StackUnwinder.maxFrames) frames"
         return 1

@@ -138,7 +138,7 @@ func answerPatch(_ ws: Workspace) -> String {
 }
 
 @Suite(.serialized, .needsRoot, .needsFixtures) struct ConsistencyTests {
-  @Test func stackConsistencyWaitsUntilTheParkedThreadLeavesTheOldFunction() throws {
+  @Test func stackConsistencyCatchesTheParkedThreadWhenItLeavesTheOldFunction() throws {
     let ws = Workspace()
     let target = try ParkedFixture(ws)
     #expect(target.fixture.waitForValue("answer", "1"))
@@ -149,7 +149,10 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(result.status == 0, "\(result.output)")
     let json = try #require(result.json, "\(result.output)")
     #expect(json["consistency"] as? String == "stack")
-    #expect((json["retries"] as? Int ?? 0) > 0, "attach did not wait: \(result.output)")
+    // No waiting for an instant when the thread is out: it was caught on return.
+    #expect(json["retries"] as? Int == 0, "\(result.output)")
+    #expect(json["threads_caught"] as? Int == 1, "\(result.output)")
+    #expect((json["transition_us"] as? Int ?? 0) > 0, "\(result.output)")
     // The parked call finished in the version it started in; new calls reach v2.
     #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
     #expect(target.fixture.waitForValue("answer", "2", from: target.fixture.output.count))
@@ -173,7 +176,7 @@ func answerPatch(_ ws: Workspace) -> String {
     #expect(log.contains("waiting: thread \(parked.tid) is inside answer"), "\(log)")
     let error = try #require(lines.last)
     #expect(error.hasPrefix("error: thread \(parked.tid) is inside answer (frame #"), "\(error)")
-    #expect(error.contains("retried for 1 s"))
+    #expect(error.contains("did not return from it within 1 s; the operation was undone"), "\(error)")
     #expect(error.contains("--consistency entry"))
 
     let json = ws.swpatch("attach", "\(target.pid)", answerPatch(ws), "--retry-for", "200ms", "--json")
@@ -181,8 +184,9 @@ func answerPatch(_ ws: Workspace) -> String {
     let object = json.json?["error"] as? [String: Any]
     #expect(object?["code"] as? String == "stack_check_timeout", "\(json.output)")
 
-    // Nothing changed: the function's bytes, the mappings (the library was never
-    // loaded), the registry; the target still runs the original.
+    // Nothing changed: the function's bytes, the mappings (the library the transition
+    // loaded was unloaded again, its pages unmapped), the registry; the target still
+    // runs the original.
     #expect(target.fixture.memory(at: answer, count: 32) == before)
     let mapsAfter = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
     #expect(mapsAfter == mapsBefore)
@@ -234,7 +238,7 @@ func answerPatch(_ ws: Workspace) -> String {
     releaseAfterABlockedAttempt(target)
     let result = ws.swpatch("disable", "\(target.pid)", "v2", "--retry-for", "30s", "--json")
     #expect(result.status == 0, "\(result.output)")
-    #expect((result.json?["retries"] as? Int ?? 0) > 0, "disable did not wait: \(result.output)")
+    #expect(result.json?["threads_caught"] as? Int == 1, "disable did not catch it: \(result.output)")
     #expect(target.fixture.output.wait { $0 == "left version=2 tid=\(parked.tid)" } != nil)
     #expect(target.fixture.waitForValue("answer", "1", from: target.fixture.output.count))
     let status = ws.swpatch("status", "\(target.pid)").output
@@ -252,7 +256,7 @@ func answerPatch(_ ws: Workspace) -> String {
     let refused = ws.swpatch("enable", "\(target.pid)", "v2", "--retry-for", "0", "--json")
     let error = refused.json?["error"] as? [String: Any]
     #expect(error?["code"] as? String == "stack_check_timeout", "\(refused.output)")
-    #expect((error?["message"] as? String)?.contains("retried for 0 s (0 retries)") == true)
+    #expect((error?["message"] as? String)?.contains("did not return from it within 0 s") == true)
     target.release()
     #expect(target.fixture.output.wait { $0 == "left version=1 tid=\(parked.tid)" } != nil)
     let result = ws.swpatch("enable", "\(target.pid)", "v2", "--json")

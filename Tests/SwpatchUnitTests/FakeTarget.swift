@@ -71,6 +71,10 @@ final class FakeTarget: TargetSession {
     return base
   }
 
+  func mapData(length: UInt64) throws(ProcessError) -> UInt64 {
+    try mmap(at: nil, length: length, executable: false) ?? 0
+  }
+
   func munmap(_ address: UInt64, length: UInt64) throws(ProcessError) {
     regions.removeAll { $0.start == address && !$0.file }
   }
