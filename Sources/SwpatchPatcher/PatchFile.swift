@@ -21,6 +21,11 @@ public struct PatchFile: Sendable, Equatable {
   public struct Extern: Sendable, Equatable {
     public var object: String?
     public var sympos: Int?
+
+    public init(object: String? = nil, sympos: Int? = nil) {
+      self.object = object
+      self.sympos = sympos
+    }
   }
 
   public var id: String
