@@ -56,6 +56,11 @@ $(FIXOUT)/loop-nopie: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
 $(FIXOUT)/places: $(FIX)/places.c $(FIXOUT)/libshared.so $(FIXOUT)/libplugin.so | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $< -L$(FIXOUT) -lshared -lm -ldl \
 	  -Wl,-rpath,'$$ORIGIN'
+# The target's internals by their C names: statics of a PIE executable (two `helper`s
+# in two files) and of its own library, linked at start (RUNPATH $ORIGIN).
+$(FIXOUT)/internals: $(FIX)/internals.c $(FIX)/internals_other.c $(FIXOUT)/libinternal.so | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $(FIX)/internals.c $(FIX)/internals_other.c \
+	  -L$(FIXOUT) -linternal -Wl,-rpath,'$$ORIGIN'
 $(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)
@@ -123,7 +128,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
-  $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/ifunc $(FIXOUT)/clones \
+  $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
   $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/asmfunc $(FIXOUT)/hot \

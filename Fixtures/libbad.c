@@ -1,4 +1,6 @@
-// A library the target cannot load: RTLD_NOW fails on its undefined symbol, so dlopen
-// reports an error through dlerror().
-extern int swpatch_missing_symbol(void);
-__attribute__((noipa)) int compute_bad(int x) { return swpatch_missing_symbol() + x; }
+// A library the target cannot load although swpatch passes it: plugin_value is exported
+// by libplugin.so, which the places fixture dlopens RTLD_LOCAL, so swpatch leaves the
+// reference to the loader, whose global scope does not hold it. RTLD_NOW then fails on
+// it, and dlopen reports an error through dlerror().
+extern int plugin_value(int);
+__attribute__((noipa)) int shared_bad(int x) { return plugin_value(x) + x; }

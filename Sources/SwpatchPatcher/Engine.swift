@@ -76,6 +76,9 @@ public final class Engine: Sendable {
         file.functions, newSymbols: newSymbols, state: state, image: image, process: process,
         library: library, force: options.force)
       let sites = resolved.sites
+      let externs = try ExternBindings(
+        library: library, shownAs: file.library, pins: file.externs, replaced: file.functions.map(\.old),
+        image: image)
       func patch(bias: UInt64) -> Patch {
         Patch(
           id: file.id, library: file.library,
@@ -91,9 +94,9 @@ public final class Engine: Sendable {
       let draft = try state.planAttach(patch(bias: 0), policy: policy)
       return PreparedOperation(
         state: state, draft: draft, patchID: file.id, image: image, sizes: resolved.sizes,
-        objectBytes: resolved.objectBytes, notes: resolved.notes,
+        objectBytes: resolved.objectBytes, notes: resolved.notes + externs.notes, externs: externs.lines,
         library: LibraryToLoad(
-          stored: stored, elf: library, shownAs: file.library, near: sites[0].oldAddr,
+          stored: stored, elf: library, shownAs: file.library, near: sites[0].oldAddr, edits: externs.edits,
           replan: { bias in try state.planAttach(patch(bias: bias), policy: policy) }))
     }
   }
@@ -171,9 +174,11 @@ public final class Engine: Sendable {
         let unloaded = operation.library.map {
           ["library not loaded: replacement addresses are offsets in \($0.shownAs)"]
         }
-        return report(
+        var planned = report(
           draft, state: operation.state, patch: draft.patch ?? operation.state.patch(operation.patchID)!,
           dryRun: true, stopped: .zero, notes: operation.notes + (unloaded ?? []))
+        planned.externs = operation.externs
+        return planned
       }
       if draft.effects.isEmpty && operation.library == nil {
         // Nothing to write (e.g. disabling a patch that is not on top under `any`):
@@ -214,6 +219,7 @@ public final class Engine: Sendable {
       done.threadsMoved = executed.threadsMoved
       done.threadsCaught = caught
       done.transitionMicroseconds = transitionTime.microseconds
+      done.externs = operation.externs
       return done
     }
   }
@@ -249,7 +255,7 @@ public final class Engine: Sendable {
     var newLibraries: [LoadedLibrary] = []
     if let library = operation.library, let image = operation.image {
       let loaded = try transaction.loadLibrary(
-        library.stored, elf: library.elf, image: image, near: library.near)
+        library.stored, elf: library.elf, image: image, near: library.near, edits: library.edits)
       // One of the other threads may have entered a function being switched while
       // dlopen ran, so look again before anything is written.
       if loaded.loadedNow { points = try recheck() }

@@ -48,6 +48,13 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case badPrev(name: String, library: String, reason: String)
   /// The library runs code when it is loaded, and `--allow-constructors` was not given.
   case libraryHasConstructors(path: String, functions: [String])
+  /// An undefined symbol of the library that neither the target's loader nor swpatch
+  /// can bind (`reason` says why).
+  case unresolvedExtern(name: String, library: String, reason: String)
+  /// An undefined symbol of the library defined more than once in the target.
+  case ambiguousExtern(name: String, library: String, candidates: String)
+  /// `externs` pins a name the library does not reference.
+  case externNotReferenced(name: String, library: String)
 
   public var description: String {
     switch self {
@@ -121,6 +128,15 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .libraryHasConstructors(let path, let functions):
       return
         "library \(path) runs code when loaded (\(functions.joined(separator: ", "))); a constructor that aborts, exits or blocks would take the target down with it; move that code out of constructors, or pass --allow-constructors"
+    case .unresolvedExtern(let name, let library, let reason):
+      return
+        "the patch library \(library) references '\(name)', which binds nowhere in the target: \(reason); nothing was changed; fix the name (or `externs` in the patch file), or declare it weak if it may be missing"
+    case .ambiguousExtern(let name, let library, let candidates):
+      return
+        "the patch library \(library) references '\(name)', which the target defines more than once (\(candidates)); pin one in the patch file: \"externs\": {\"\(name)\": {\"object\": ..., \"sympos\": N}}"
+    case .externNotReferenced(let name, let library):
+      return
+        "`externs` pins '\(name)', which the patch library \(library) does not reference (not an undefined symbol of it: `nm -D --undefined-only`); remove the pin or fix its name"
     }
   }
 }
@@ -147,6 +163,9 @@ extension PatchError: CodedError {
     case .libraryHasConstructors: return "library_has_constructors"
     case .originalNotCallable: return "prologue_not_relocatable"
     case .badPrev: return "bad_prev"
+    case .unresolvedExtern: return "unresolved_extern"
+    case .ambiguousExtern: return "ambiguous_symbol"
+    case .externNotReferenced: return "bad_patch_file"
     }
   }
 }

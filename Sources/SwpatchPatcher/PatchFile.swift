@@ -16,6 +16,18 @@ public struct PatchFile: Sendable, Equatable {
     public var prev: String?
   }
 
+  /// Where one of the library's references to the target's own functions and variables
+  /// binds, when its name alone is ambiguous (`externs`).
+  public struct Extern: Sendable, Equatable {
+    public var object: String?
+    public var sympos: Int?
+
+    public init(object: String? = nil, sympos: Int? = nil) {
+      self.object = object
+      self.sympos = sympos
+    }
+  }
+
   public var id: String
   /// Absolute path of the replacement library (relative paths are resolved against the
   /// patch file's folder).
@@ -26,6 +38,9 @@ public struct PatchFile: Sendable, Equatable {
   /// Build-id pins: object basename -> lowercase hex GNU build id. Each listed object
   /// must be loaded in the target with exactly that id, or the patch is refused.
   public var buildIDs: [String: String] = [:]
+  /// Pins by symbol name: which definition of the target an undefined symbol of the
+  /// library binds to (swpatch binds it, whether or not the loader would find the name).
+  public var externs: [String: Extern] = [:]
   /// Path of the patch file itself, for messages.
   public var source: String
 
@@ -57,7 +72,8 @@ public struct PatchFile: Sendable, Equatable {
       throw fail("has the key '\(key)' twice; each key may appear once in an object")
     }
     try checkKeys(
-      top, allowed: ["id", "library", "functions", "replace", "requires", "build_ids"], at: "", fail)
+      top, allowed: ["id", "library", "functions", "replace", "requires", "build_ids", "externs"], at: "",
+      fail)
     let id = try string(top, "id", at: "", fail)
     guard id.range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil else {
       throw fail("'id' must be letters, digits, '.', '_' or '-' (got \"\(id)\")")
@@ -79,16 +95,7 @@ public struct PatchFile: Sendable, Equatable {
       var function = Function(
         old: try string(entry, "old", at: at, fail), new: try string(entry, "new", at: at, fail))
       if entry["object"] != nil { function.object = try string(entry, "object", at: at, fail) }
-      if let value = entry["sympos"] {
-        // Range first, then an exact conversion: 2^63-1 arrives as the Double 2^63,
-        // which no Int holds.
-        guard case .number(let number) = value, number >= 1, number <= Double(maxSympos),
-          let pos = Int(exactly: number)
-        else {
-          throw fail("'\(at)sympos' must be an integer between 1 and \(maxSympos)")
-        }
-        function.sympos = pos
-      }
+      if let value = entry["sympos"] { function.sympos = try sympos(value, at: at, fail) }
       if entry["prev"] != nil { function.prev = try string(entry, "prev", at: at, fail) }
       functions.append(function)
     }
@@ -121,9 +128,40 @@ public struct PatchFile: Sendable, Equatable {
         buildIDs[name] = hex
       }
     }
+    var externs: [String: Extern] = [:]
+    if let value = top["externs"] {
+      let shape = "'externs' must be an object mapping symbol names to {\"object\", \"sympos\"}"
+      guard case .object(let pins) = value else { throw fail(shape) }
+      guard !pins.isEmpty else { throw fail("'externs' must not be empty (omit it instead)") }
+      for name in pins.keys.sorted() {
+        let at = "externs.\(name)."
+        guard !name.isEmpty, case .object(let entry) = pins[name]! else { throw fail(shape) }
+        try checkKeys(entry, allowed: ["object", "sympos"], at: at, fail)
+        guard !entry.isEmpty else {
+          throw fail("'externs.\(name)' must give 'object', 'sympos' or both")
+        }
+        var pin = Extern()
+        if entry["object"] != nil { pin.object = try string(entry, "object", at: at, fail) }
+        if let value = entry["sympos"] { pin.sympos = try sympos(value, at: at, fail) }
+        externs[name] = pin
+      }
+    }
     return PatchFile(
       id: id, library: library, functions: functions, replace: replace, requires: requires,
-      buildIDs: buildIDs, source: path)
+      buildIDs: buildIDs, externs: externs, source: path)
+  }
+
+  /// A `sympos`: range first, then an exact conversion (2^63-1 arrives as the Double
+  /// 2^63, which no Int holds).
+  private static func sympos(_ value: JSONValue, at: String, _ fail: (String) -> PatchFileError)
+    throws(PatchFileError) -> Int
+  {
+    guard case .number(let number) = value, number >= 1, number <= Double(maxSympos),
+      let pos = Int(exactly: number)
+    else {
+      throw fail("'\(at)sympos' must be an integer between 1 and \(maxSympos)")
+    }
+    return pos
   }
 
   private static func checkKeys(

@@ -1,5 +1,6 @@
 import SwpatchBase
 import SwpatchProcess
+import SwpatchProtocol
 import SwpatchRegistry
 import SwpatchSymbols
 
@@ -21,6 +22,8 @@ struct PreparedOperation {
   /// The object file's bytes at each function a plan hooks or unhooks, by old address.
   var objectBytes: [UInt64: [UInt8]] = [:]
   var notes: [String] = []
+  /// Where each undefined symbol of an attach's library binds (for the report).
+  var externs: [OperationReport.ExternLine] = []
   /// An attach's library, loaded inside the stop.
   var library: LibraryToLoad?
 }
@@ -33,6 +36,9 @@ struct LibraryToLoad {
   let shownAs: String
   /// Where the first function lives: trampoline pages go near it.
   let near: UInt64
+  /// The `.dynsym` edits that bind the library's references to the target's own
+  /// functions and variables (`ExternBindings`), written into the copy loaded.
+  var edits: [FileEdit] = []
   let replan: (UInt64) throws -> Plan
 }
 

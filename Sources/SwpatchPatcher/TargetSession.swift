@@ -38,6 +38,7 @@ protocol TargetSession: AnyObject {
   // Loading a library
   func memfdCreate(name: String) throws(ProcessError) -> Int32
   func copy(file source: String, intoDescriptor fd: Int32, chunkSize: Int) throws(ProcessError)
+  func write(_ edits: [(offset: UInt64, bytes: [UInt8])], intoDescriptor fd: Int32) throws(ProcessError)
   func identity(ofDescriptor fd: Int32) throws(ProcessError) -> FileIdentity
   func close(fd: Int32) throws(ProcessError)
   func dlopen(_ function: UInt64, descriptor fd: Int32, timeout: Duration) throws(ProcessError) -> UInt64?

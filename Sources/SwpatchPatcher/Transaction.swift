@@ -245,13 +245,17 @@ final class Transaction {
   /// target in another mount namespace (a container) needs no copy of the file. The
   /// memfd stays open while the library is loaded: glibc knows loaded objects by their
   /// path name, so a later library must not get the same /proc/self/fd/N.
+  ///
+  /// `edits` rewrite the copy the target loads (`ExternBindings`: references to the
+  /// target's own functions and variables bound to their addresses); the store's copy
+  /// is never changed.
   func loadLibrary(
-    _ library: StoredLibrary, elf: ElfFile, image: ProcessImage, near: UInt64
+    _ library: StoredLibrary, elf: ElfFile, image: ProcessImage, near: UInt64, edits: [FileEdit] = []
   ) throws -> (bias: UInt64, handle: UInt64, loadedNow: Bool) {
-    if let object = alreadyMapped(library, image: image) { return (object.loadBias, 0, false) }
+    if let object = alreadyMapped(library, edits: edits, image: image) { return (object.loadBias, 0, false) }
     let dlopen = try loaderFunction("dlopen", in: image)
     try ensureStub(near: near)
-    let fd = try memfd(holding: library)
+    let fd = try memfd(holding: library, edits: edits)
     func closeMemfd() { try? target.close(fd: fd) }
     let identity: FileIdentity
     let handle: UInt64?
@@ -307,33 +311,50 @@ final class Transaction {
   }
 
   /// The library's own file mapped by the program (it links it), or a memfd of ours
-  /// with the same content from an earlier attach.
-  private func alreadyMapped(_ library: StoredLibrary, image: ProcessImage) -> LoadedObject? {
+  /// with the same content (and the same bindings) from an earlier attach.
+  private func alreadyMapped(_ library: StoredLibrary, edits: [FileEdit], image: ProcessImage)
+    -> LoadedObject?
+  {
     if let identity = FileIdentity.of(path: library.originalPath),
       let object = image.object(device: identity.device, inode: identity.inode)
     {
       return object
     }
-    let tag = "/memfd:" + Self.memfdName(library)
-    return image.objects.first { $0.path.hasPrefix(tag) }
+    // Maps show a memfd as "/memfd:NAME (deleted)".
+    let tag = "/memfd:" + Self.memfdName(library, edits: edits)
+    return image.objects.first { $0.path == tag || $0.path.hasPrefix(tag + " ") }
   }
 
-  /// `swpatch-` and the first 16 hex digits of the SHA-256: the name the target's
-  /// maps show for the library, so the same content is recognised later.
-  static func memfdName(_ library: StoredLibrary) -> String {
-    "swpatch-" + library.sha256.prefix(16)
+  /// What the name of every memfd of ours starts with.
+  static let memfdPrefix = "swpatch-"
+
+  /// `swpatch-` and the first 16 hex digits of the SHA-256, then, for a copy whose
+  /// references swpatch bound, 8 hex digits of a hash of those edits: the name the
+  /// target's maps show for the library, so the same content is recognised later.
+  static func memfdName(_ library: StoredLibrary, edits: [FileEdit] = []) -> String {
+    let name = memfdPrefix + library.sha256.prefix(16)
+    guard !edits.isEmpty else { return name }
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+    for edit in edits {
+      for byte in withUnsafeBytes(of: edit.offset.littleEndian, Array.init) + edit.bytes {
+        hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+      }
+    }
+    return name + "-" + String(hash >> 32, radix: 16).leftPadded(to: 8)
   }
 
-  /// A memfd created in the target (close-on-exec) holding the library's bytes.
-  private func memfd(holding library: StoredLibrary) throws -> Int32 {
+  /// A memfd created in the target (close-on-exec) holding the library's bytes, with
+  /// `edits` written over them.
+  private func memfd(holding library: StoredLibrary, edits: [FileEdit]) throws -> Int32 {
     let fd: Int32
     do {
-      fd = try target.memfdCreate(name: Self.memfdName(library))
+      fd = try target.memfdCreate(name: Self.memfdName(library, edits: edits))
     } catch {
       throw Self.loadFailure(error, library: library, step: "memfd_create in the target failed: ")
     }
     do {
       try target.copy(file: library.path, intoDescriptor: fd, chunkSize: LibraryStore.chunkSize)
+      try target.write(edits.map { ($0.offset, $0.bytes) }, intoDescriptor: fd)
     } catch {
       try? target.close(fd: fd)
       throw Self.loadFailure(error, library: library)
@@ -636,5 +657,12 @@ extension Transaction {
     }
     let page = destination & ~(TrampolinePageLayout.size - 1)
     return isOurHeader(read(page, Int(TrampolinePageLayout.firstSlotOffset)))
+  }
+}
+
+extension String {
+  /// Zeros in front, to `width` characters.
+  fileprivate func leftPadded(to width: Int) -> String {
+    String(repeating: "0", count: max(0, width - count)) + self
   }
 }

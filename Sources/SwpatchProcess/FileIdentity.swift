@@ -53,6 +53,25 @@ extension StoppedTarget {
     }
   }
 
+  /// Writes each of `edits` (bytes at a file offset) into the file behind the target's
+  /// descriptor `fd`, after `copy(file:intoDescriptor:chunkSize:)` filled it.
+  public func write(
+    _ edits: [(offset: UInt64, bytes: [UInt8])], intoDescriptor fd: Int32
+  ) throws(ProcessError) {
+    try checkHeld()
+    guard !edits.isEmpty else { return }
+    let path = "\(directory)/fd/\(fd)"
+    let output = try Self.io(path) {
+      try FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec])
+    }
+    defer { try? output.close() }
+    for edit in edits {
+      _ = try Self.io(path) {
+        try output.writeAll(toAbsoluteOffset: Int64(edit.offset), edit.bytes)
+      }
+    }
+  }
+
   /// `body`'s result, its Errno as `io(path:errno:)`.
   private static func io<T>(_ path: String, _ body: () throws -> T) throws(ProcessError) -> T {
     do {

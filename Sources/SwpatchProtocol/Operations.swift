@@ -35,6 +35,31 @@ public struct OperationReport: Codable, Sendable {
       case oldAddr = "old_addr"
     }
   }
+  /// Where one undefined symbol of an attach's library binds in the target.
+  public struct ExternLine: Codable, Sendable, Equatable {
+    /// `loader` (the target's dynamic loader finds it), `swpatch` (a function or
+    /// variable the loader cannot find, bound by swpatch) or `nowhere` (a weak symbol
+    /// nothing defines: NULL).
+    public var bindsTo: String
+    public var name: String
+    /// The object it binds into, when known.
+    public var object: String?
+    /// Its address in the target, for what swpatch binds.
+    public var address: Address?
+
+    public init(name: String, bindsTo: String, object: String?, address: Address?) {
+      self.name = name
+      self.bindsTo = bindsTo
+      self.object = object
+      self.address = address
+    }
+
+    enum CodingKeys: String, CodingKey {
+      case name, object, address
+      case bindsTo = "binds_to"
+    }
+  }
+
   public var pid: Int32
   public var operation: String
   public var patch: String
@@ -60,6 +85,8 @@ public struct OperationReport: Codable, Sendable {
   /// How long the per-thread transition ran, from the first resume to the end of the
   /// last stop; 0 when the switch happened in one stop.
   public var transitionMicroseconds: Int64 = 0
+  /// An attach's library: every undefined symbol and where it binds (empty otherwise).
+  public var externs: [ExternLine] = []
 
   public init(
     pid: Int32, operation: String, patch: String, dryRun: Bool, policy: String, functions: [FunctionLine],
@@ -78,7 +105,7 @@ public struct OperationReport: Codable, Sendable {
   }
 
   enum CodingKeys: String, CodingKey {
-    case pid, operation, patch, policy, functions, plan, notes, consistency, retries
+    case pid, operation, patch, policy, functions, plan, notes, consistency, retries, externs
     case threadsMoved = "threads_moved"
     case threadsCaught = "threads_caught"
     case transitionMicroseconds = "transition_us"

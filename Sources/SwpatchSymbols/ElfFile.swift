@@ -64,6 +64,13 @@ public final class ElfFile: @unchecked Sendable {
   /// The `.gnu_debuglink` of a stripped object: the debug file's name and its CRC-32.
   public private(set) var debugLink: (name: String, crc: UInt32)?
   private var byName: [String: [ElfSymbol]] = [:]
+  /// The undefined entries of `.dynsym`: what the file needs from elsewhere when loaded.
+  public private(set) var undefinedDynamicSymbols: [UndefinedSymbol] = []
+  /// Names `.dynsym` defines for other objects to bind to: global, weak or unique, of
+  /// default or protected visibility, and the default version of a versioned name.
+  public private(set) var exportedNames: Set<String> = []
+  /// `DT_NEEDED`: the sonames the loader loads with this file.
+  public private(set) var neededLibraries: [String] = []
   /// Link-time addresses the loader calls when it maps the file: `.preinit_array`,
   /// `.init_array` and `.ctors` entries, in that order.
   private var initArray: [UInt64] = []
@@ -204,7 +211,9 @@ public final class ElfFile: @unchecked Sendable {
         case UInt32(SHT_GNU_versym): versym = section
         case UInt32(SHT_NOTE): if buildID == nil { buildID = Self.buildID(in: section) }
         case UInt32(SHT_PREINIT_ARRAY), UInt32(SHT_INIT_ARRAY): initArray += Self.words(in: section)
-        case UInt32(SHT_DYNAMIC): initFunction = Self.dynamicValue(Int64(DT_INIT), in: section)
+        case UInt32(SHT_DYNAMIC):
+          initFunction = Self.dynamicValue(Int64(DT_INIT), in: section)
+          neededLibraries = Self.needed(elf, in: section, strings: Int(shdr.sh_link))
         default:
           // .ctors of old toolchains: -1 first, 0 last, code addresses between.
           if name == ".ctors" { initArray += Self.words(in: section).filter { $0 != 0 && $0 != UInt64.max } }
@@ -213,6 +222,7 @@ public final class ElfFile: @unchecked Sendable {
       scn = elf_nextscn(elf, section)
     }
     hasSymtab = symtab != nil
+    if let dynsym { indexDynamic(elf, dynsym, versions: versym) }
     if let symtab {
       index(elf, symtab, versions: nil)
     } else if let dynsym {
@@ -240,6 +250,57 @@ public final class ElfFile: @unchecked Sendable {
       index += 1
     }
     return nil
+  }
+
+  /// The `DT_NEEDED` names of a `SHT_DYNAMIC` section, from its string table.
+  private static func needed(_ elf: OpaquePointer, in section: OpaquePointer, strings: Int) -> [String] {
+    guard let data = elf_getdata(section, nil) else { return [] }
+    var names: [String] = []
+    var index: Int32 = 0
+    var entry = GElf_Dyn()
+    while gelf_getdyn(data, index, &entry) != nil, entry.d_tag != Int64(DT_NULL) {
+      if entry.d_tag == Int64(DT_NEEDED), let name = elf_strptr(elf, strings, Int(entry.d_un.d_val)) {
+        names.append(String(cString: name))
+      }
+      index += 1
+    }
+    return names
+  }
+
+  /// Reads what `.dynsym` says about linking: its undefined entries (with where each
+  /// lies in the file, for `AbsoluteBinding`) and the names it exports.
+  private func indexDynamic(_ elf: OpaquePointer, _ section: OpaquePointer, versions: OpaquePointer?) {
+    var shdr = GElf_Shdr()
+    guard gelf_getshdr(section, &shdr) != nil, let data = elf_getdata(section, nil),
+      shdr.sh_entsize == 24
+    else { return }
+    let versionData = versions.flatMap { elf_getdata($0, nil) }
+    let count = Int(shdr.sh_size / shdr.sh_entsize)
+    for i in 1..<max(count, 1) {
+      var sym = GElf_Sym()
+      guard gelf_getsym(data, Int32(i), &sym) != nil, sym.st_name != 0,
+        let cName = elf_strptr(elf, Int(shdr.sh_link), Int(sym.st_name))
+      else { continue }
+      let name = String(cString: cName)
+      let binding = sym.st_info >> 4  // GELF_ST_BIND
+      if sym.st_shndx == 0 {  // SHN_UNDEF
+        guard binding != 0 else { continue }  // a local undefined entry names nothing to bind
+        undefinedDynamicSymbols.append(
+          UndefinedSymbol(
+            name: name, index: i, isWeak: binding == 2, other: sym.st_other,
+            entryOffset: shdr.sh_offset + UInt64(i) * shdr.sh_entsize))
+        continue
+      }
+      // STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE; STV_DEFAULT or STV_PROTECTED.
+      guard binding == 1 || binding == 2 || binding == 10, sym.st_other & 3 == 0 || sym.st_other & 3 == 3
+      else { continue }
+      if let versionData, let buf = versionData.pointee.d_buf, versionData.pointee.d_size >= (i + 1) * 2,
+        buf.load(fromByteOffset: i * 2, as: UInt16.self) & 0x8000 != 0
+      {
+        continue  // foo@OLD: the loader binds an unversioned reference to the default only
+      }
+      exportedNames.insert(name)
+    }
   }
 
   /// The code this file runs when the loader maps it, by name (`0x…` when unnamed):

@@ -168,6 +168,14 @@ public final class ProcessImage: @unchecked Sendable {
       }
       throw .notFound(name: name, searched: objectName.map { [$0] } ?? objects.map(\.name))
     }
+    return try Self.pick(found, name: name, sympos: sympos)
+  }
+
+  /// One of `found` (a name's definitions): the only one, or the `sympos`th of the one
+  /// object that has them; anything else is ambiguous.
+  private static func pick(_ found: [ResolvedSymbol], name: String, sympos: Int?) throws(SymbolError)
+    -> ResolvedSymbol
+  {
     let objectsFound = Set(found.map(\.objectPath))
     if objectsFound.count > 1 {
       var names: [String] = []
@@ -182,6 +190,44 @@ public final class ProcessImage: @unchecked Sendable {
     }
     guard found.count == 1 else { throw .ambiguous(name: name, candidates: found) }
     return found[0]
+  }
+
+  /// Resolves `name` as a patch library's reference to the target's own function or
+  /// variable (`externs` in the patch file), with the rules of `resolve`: every
+  /// definition of code or data, local or global, in the objects `excluding` does not
+  /// reject; `object` and `sympos` pick one; ambiguity is an error.
+  public func resolveReference(
+    _ name: String, in objectName: String? = nil, sympos: Int? = nil,
+    excluding: (LoadedObject) -> Bool = { _ in false }
+  ) throws(SymbolError) -> ResolvedSymbol {
+    let searched = objects.filter { !excluding($0) && (objectName == nil || $0.name == objectName) }
+    if let objectName, searched.isEmpty {
+      throw .objectNotLoaded(object: objectName, loaded: objects.filter { !excluding($0) }.map(\.name))
+    }
+    let found = searched.flatMap { object in
+      Self.definitions(name, in: elf(of: object)).enumerated().map { index, symbol in
+        ResolvedSymbol(
+          name: name, object: object.name, objectPath: object.path,
+          address: object.loadBias &+ symbol.value, size: symbol.size, binding: symbol.binding,
+          kind: symbol.kind, sympos: index + 1, buildID: object.buildID)
+      }
+    }
+    guard !found.isEmpty else { throw .notFound(name: name, searched: searched.map(\.name)) }
+    return try Self.pick(found, name: name, sympos: sympos)
+  }
+
+  /// The first object, the executable first, whose `.dynsym` exports `name` for the
+  /// dynamic loader to bind to (see `ElfFile.exportedNames`).
+  public func exporter(of name: String, excluding: (LoadedObject) -> Bool = { _ in false }) -> LoadedObject? {
+    objects.first { !excluding($0) && files[$0.openPath]?.exportedNames.contains(name) == true }
+  }
+
+  /// Defined code and data symbols of one name, folded as `codeDefinitions` folds code.
+  static func definitions(_ name: String, in elf: ElfFile?) -> [ElfSymbol] {
+    let found = (elf?.symbols(named: name) ?? []).filter { $0.kind.isCode || $0.kind == .object }
+    let preferred = found.contains { !$0.hiddenVersion } ? found.filter { !$0.hiddenVersion } : found
+    var seen = Set<UInt64>()
+    return preferred.filter { seen.insert($0.value).inserted }
   }
 
   /// Defined code symbols of one name, same-address aliases and non-default symbol

@@ -144,6 +144,22 @@ enum Output {
         )
       }
     }
+    // A dry run lists every undefined symbol of the library; an attach only those
+    // swpatch bound itself (the loader's are as they always were).
+    let externs = report.dryRun ? report.externs : report.externs.filter { $0.bindsTo == "swpatch" }
+    if !externs.isEmpty {
+      lines.append("  externs:")
+      let width = externs.map(\.name.count).max() ?? 0
+      for e in externs {
+        let place: String
+        switch e.bindsTo {
+        case "swpatch": place = "swpatch: \(e.object ?? "?") \(e.address.map(\.description) ?? "?")"
+        case "loader": place = "loader" + (e.object.map { ": \($0)" } ?? "")
+        default: place = "nowhere (weak, NULL)"
+        }
+        lines.append("    \(e.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(place)")
+      }
+    }
     if !report.alsoDisabled.isEmpty {
       lines.append("  also disabled (atomic replace): \(report.alsoDisabled.joined(separator: ", "))")
     }

@@ -137,14 +137,16 @@ import Testing
 
   @Test func libraryTheTargetCannotLoadReportsDlerror() throws {
     let ws = Workspace()
-    let target = try Fixture("loop", ["20"])
-    #expect(target.waitForValue("compute", "42"))
-    let compute = try address(of: "compute", in: target, workspace: ws)
+    // The reference swpatch leaves to the loader (libplugin.so exports it) fails there:
+    // the plugin was loaded RTLD_LOCAL, outside the loader's global scope.
+    let target = try Fixture("places", ["20"])
+    #expect(target.waitForValue("plugin", "2001"))
+    let compute = try address(of: "shared_value", in: target, workspace: ws)
     let before = target.memory(at: compute, count: 16)
-    let patch = ws.patchFile("bad", library: "libbad.so", functions: [("compute", "compute_bad")])
+    let patch = ws.patchFile("bad", library: "libbad.so", functions: [("shared_value", "shared_bad")])
     let result = ws.swpatch("attach", "\(target.pid)", patch)
     #expect(result.status == 1)
-    #expect(result.output.contains("undefined symbol: swpatch_missing_symbol"), "\(result.output)")
+    #expect(result.output.contains("undefined symbol: plugin_value"), "\(result.output)")
     // The message names the library as the operator gave it, not the target's
     // /proc/thread-self/fd/N it was loaded through.
     #expect(result.output.contains(Paths.fixture("libbad.so") + ": undefined symbol"), "\(result.output)")

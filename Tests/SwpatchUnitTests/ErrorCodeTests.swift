@@ -60,6 +60,9 @@ import Testing
       .entryModified(function: "f", address: 1, found: [0xcc], file: [0x55], inherited: false),
       .pageNotOurs(address: 1), .libraryHasConstructors(path: "/x", functions: ["boom"]),
       .originalNotCallable(function: "f", address: 1), .badPrev(name: "p", library: "/x", reason: ""),
+      .unresolvedExtern(name: "f", library: "/x", reason: ""),
+      .ambiguousExtern(name: "f", library: "/x", candidates: ""),
+      .externNotReferenced(name: "f", library: "/x"),
     ]
     let registry: [RegistryError] = [
       .alreadyEnabled(id: "p", pid: 1), .alreadyDisabled(id: "p", pid: 1),

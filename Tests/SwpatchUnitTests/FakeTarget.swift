@@ -113,6 +113,9 @@ final class FakeTarget: TargetSession {
   func copy(file source: String, intoDescriptor fd: Int32, chunkSize: Int) throws(ProcessError) {
     throw .processExited(pid: pid)
   }
+  func write(_ edits: [(offset: UInt64, bytes: [UInt8])], intoDescriptor fd: Int32) throws(ProcessError) {
+    throw .processExited(pid: pid)
+  }
   func identity(ofDescriptor fd: Int32) throws(ProcessError) -> FileIdentity {
     throw .processExited(pid: pid)
   }
