@@ -28,11 +28,12 @@ __attribute__((noipa)) int loadfirst(int x) {
 __attribute__((noipa)) int callfirst(int x) { return twice(x) + offset; }
 
 static volatile unsigned long calls[WORKERS], original[WORKERS], wrapped[WORKERS], invalid[WORKERS];
+static volatile int last_invalid; /* what an invalid result was, to tell how it went wrong */
 
 static void count(long id, int v) {
   if (v == 49) original[id]++;
   else if (v == 1049) wrapped[id]++;
-  else invalid[id]++;
+  else invalid[id]++, last_invalid = v;
   calls[id]++;
 }
 
@@ -55,8 +56,8 @@ int main(int argc, char **argv) {
   for (long tick = 0; !stopping; tick++) {
     unsigned long c = 0, o = 0, w = 0, bad = 0;
     for (int i = 0; i < WORKERS; i++) c += calls[i], o += original[i], w += wrapped[i], bad += invalid[i];
-    printf("tick=%ld loadfirst=%d callfirst=%d calls=%lu original=%lu wrapped=%lu invalid=%lu\n", tick,
-           loadfirst(21), callfirst(21), c, o, w, bad);
+    printf("tick=%ld loadfirst=%d callfirst=%d calls=%lu original=%lu wrapped=%lu invalid=%lu last_invalid=%d\n",
+           tick, loadfirst(21), callfirst(21), c, o, w, bad, last_invalid);
     nanosleep(&ts, NULL);
   }
   for (int i = 0; i < WORKERS; i++) pthread_join(threads[i], NULL);

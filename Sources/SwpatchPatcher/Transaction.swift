@@ -565,6 +565,11 @@ final class Transaction {
     else { return }
     let inside = address..<address + UInt64(copy.bytes.count)
     for thread in try threadPositions() where inside.contains(thread.rip) {
+      // At the copy's first byte a thread is a call of the original already made (a
+      // replacement's prev); moved to the entry, it would take the entry's jump again
+      // if a hook returns before it runs, and run the replacement twice (measured: a
+      // wrapper's `prev(x) + 1000` gave 2049). A kept copy is valid code: it stays there.
+      if keepsPrologues && thread.rip == address { continue }
       guard let pc = copy.originalPC(for: thread.rip, originalAt: install.entryAddr) else { return }
       try move(thread.tid, from: thread.rip, to: pc)
     }
