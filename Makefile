@@ -9,7 +9,7 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc b
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check
+.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install
 
 all: build
 
@@ -38,6 +38,10 @@ $(FIXOUT)/loop-cet: $(FIX)/loop.c $(FIX)/loop_helper.c | $(FIXOUT)
 $(FIXOUT)/threads: $(FIX)/threads.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 $(FIXOUT)/hammer: $(FIX)/hammer.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
+# The same under prev: functions whose relocated first instructions hold a RIP-relative
+# load and a call (check with objdump -d after a compiler change).
+$(FIXOUT)/relhammer: $(FIX)/relhammer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # A thread parked inside a patched function (stack consistency tests).
 $(FIXOUT)/parked: $(FIX)/parked.c | $(FIXOUT)
@@ -120,6 +124,9 @@ $(FIXOUT)/libfix.o: $(FIX)/libfix.c | $(FIXOUT)
 # Patch libraries: each replacement returns a value that names its version.
 $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -o $@ $<
+# A patch library written with include/swpatch.h, as authors are told to build theirs.
+$(FIXOUT)/librelwrap.so: $(FIX)/librelwrap.c include/swpatch.h | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -Wmissing-prototypes -fPIC -shared -Iinclude -o $@ $<
 # Two libraries with one build id (the symbol cache must key by content).
 $(FIXOUT)/libsameid-%.so: $(FIX)/libsameid-%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -Wl,--build-id=0x5a5a5a5a5a5a5a5a -o $@ $<
@@ -127,7 +134,7 @@ $(FIXOUT)/libsameid-%.so: $(FIX)/libsameid-%.c | $(FIXOUT)
 $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
-FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
+FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/relhammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
@@ -140,6 +147,15 @@ fixtures: $(FIXTURE_FILES)
 
 build: deps
 	$(SWIFT) build -c release
+
+# The release binary and the header patch authors include (include/swpatch.h), under
+# PREFIX (default /usr/local): PREFIX/bin/swpatch and PREFIX/include/swpatch.h.
+# `swpatch new` looks for the header in ../include next to its binary.
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include
+	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/swpatch" $(DESTDIR)$(PREFIX)/bin/swpatch
+	install -m 0644 include/swpatch.h $(DESTDIR)$(PREFIX)/include/swpatch.h
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
@@ -191,7 +207,9 @@ release-check:
 	@dir=$${RELEASE_CHECK_DIR:-$$(mktemp -d /tmp/swpatch-release-check.XXXXXX)}; set -e; \
 	  git clone -q . $$dir/swpatch; cd $$dir/swpatch; \
 	  $(MAKE) demo; $(MAKE) test; $(MAKE) bench BENCH_ARGS=--quick; \
-	  echo "release-check: make demo, make test and make bench passed in $$dir/swpatch"
+	  $(MAKE) install PREFIX=$$dir/prefix; \
+	  test -x $$dir/prefix/bin/swpatch && test -f $$dir/prefix/include/swpatch.h; \
+	  echo "release-check: make demo, make test, make bench and make install passed in $$dir/swpatch"
 
 clean:
 	rm -rf .build $(FIXOUT)

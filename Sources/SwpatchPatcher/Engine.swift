@@ -421,6 +421,7 @@ public final class Engine: Sendable {
     let timeout = options.callTimeout
     return try tracer.withStoppedMeasured(pid) { target in
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
+      transaction.keepsPrologues = options.consistency == .entry
       do {
         try transaction.checkPages()
         transaction.journal = try UndoJournal(

@@ -26,6 +26,12 @@ final class Transaction {
 
   /// The hooks the target has, for the relocated prologues `prev` cells point to.
   private let hooks: [UInt64: Hook]
+  /// Under `entry` consistency a call already running in a replacement that is taken
+  /// off may still load its `prev` cell and call the relocated prologue after the stop
+  /// (measured: 8 threads calling a wrapper took SIGTRAP in the freed slot within two
+  /// disable/enable cycles). Such an operation keeps retired prologues in place, and a
+  /// later hook of the same entry takes its kept copy again instead of a new slot.
+  var keepsPrologues = false
 
   /// Every cell `execute` wrote (slot and `prev` cells), with what calls through it
   /// reached before and after (0 when nothing did): what a transition's gates route.
@@ -552,6 +558,10 @@ final class Transaction {
   private func installPrologue(
     _ site: FunctionSite, entry: UInt64, jump: [UInt8], file: [UInt8]?
   ) throws -> UInt64? {
+    if let kept = keptPrologue(of: site.oldAddr, entry: entry, count: jump.count, file: file) {
+      try moveThreads(inside: entry, count: jump.count, into: kept)
+      return kept.address
+    }
     let area = try allocateSlot(reachableFrom: entry)
     guard
       let copy = relocatedPrologue(
@@ -562,12 +572,42 @@ final class Transaction {
     }
     let padding = [UInt8](repeating: X86.int3, count: Int(TrampolineSlot.size) - copy.bytes.count)
     try write(copy.bytes + padding, at: area.address)
-    for thread in try target.threadsInside([entry..<entry + UInt64(jump.count)]) {
+    try moveThreads(inside: entry, count: jump.count, into: copy)
+    return area.address
+  }
+
+  private func moveThreads(inside entry: UInt64, count: Int, into copy: RelocatedPrologue) throws {
+    for thread in try target.threadsInside([entry..<entry + UInt64(count)]) {
       if let pc = copy.relocatedPC(for: thread.rip, originalAt: entry) {
         try move(thread.tid, from: thread.rip, to: pc)
       }
     }
-    return area.address
+  }
+
+  /// A relocated prologue of this entry that an earlier operation kept in place (see
+  /// `keepsPrologues`): a slot no hook uses that holds exactly the copy relocated to it.
+  private func keptPrologue(of oldAddr: UInt64, entry: UInt64, count: Int, file: [UInt8]?)
+    -> RelocatedPrologue?
+  {
+    for page in knownPages {
+      if pageBytes[page.base] == nil {
+        pageBytes[page.base] = (try? target.read(at: page.base, count: Int(page.size))) ?? []
+      }
+      guard let bytes = pageBytes[page.base], bytes.count == Int(page.size) else { continue }
+      for index in 0..<TrampolinePageLayout.slotCount {
+        let slot = TrampolinePageLayout.slotAddress(page: page.base, index: index)
+        let offset = Int(slot - page.base)
+        let held = bytes[offset..<offset + Int(TrampolineSlot.size)]
+        guard !usedSlots.contains(slot), held.first != X86.int3,
+          let copy = relocatedPrologue(of: oldAddr, entry: entry, count: count, file: file, at: slot),
+          held.elementsEqual(
+            copy.bytes + [UInt8](repeating: X86.int3, count: Int(TrampolineSlot.size) - copy.bytes.count))
+        else { continue }
+        usedSlots.insert(slot)
+        return copy
+      }
+    }
+    return nil
   }
 
   /// When a hook goes, its relocated prologue goes too, unless a thread may still need
@@ -584,9 +624,16 @@ final class Transaction {
     else { return }
     let inside = address..<address + UInt64(copy.bytes.count)
     for thread in try threadPositions() where inside.contains(thread.rip) {
+      // At the copy's first byte a thread is a call of the original already made (a
+      // replacement's prev); moved to the entry, it would take the entry's jump again
+      // if a hook returns before it runs, and run the replacement twice (measured: a
+      // wrapper's `prev(x) + 1000` gave 2049). A kept copy is valid code: it stays there.
+      if keepsPrologues && thread.rip == address { continue }
       guard let pc = copy.originalPC(for: thread.rip, originalAt: install.entryAddr) else { return }
       try move(thread.tid, from: thread.rip, to: pc)
     }
+    // Kept but idle: threads stopped in it went back to the original all the same.
+    if keepsPrologues { return }
     try write(TrampolineSlot.freed, at: address)
   }
 

@@ -161,21 +161,26 @@ public final class DwarfInfo: @unchecked Sendable {
     var declaration = die
     while let origin = referencedDie(DW_AT_abstract_origin, of: declaration) { declaration = origin }
     let name = dwarf_diename(&die).map { String(cString: $0) } ?? "?"
-    let (parameters, variadic) = parameterTypes(of: declaration, depth: 0)
+    let (parameters, names, variadic) = parameterTypes(of: declaration, depth: 0)
     return Prototype(
-      name: name, returns: type(of: die, depth: 0), parameters: parameters, variadic: variadic)
+      name: name, returns: type(of: die, depth: 0), parameters: parameters, variadic: variadic,
+      parameterNames: names)
   }
 
-  /// The `DW_TAG_formal_parameter` children's types, and whether `...` follows.
-  private static func parameterTypes(of die: Dwarf_Die, depth: Int) -> ([DwarfType], Bool) {
+  /// The `DW_TAG_formal_parameter` children's types and names ("" when unnamed), and
+  /// whether `...` follows.
+  private static func parameterTypes(of die: Dwarf_Die, depth: Int) -> ([DwarfType], [String], Bool) {
     var die = die
     var child = Dwarf_Die()
     var types: [DwarfType] = []
+    var names: [String] = []
     var variadic = false
-    guard dwarf_child(&die, &child) == 0 else { return ([], false) }
+    guard dwarf_child(&die, &child) == 0 else { return ([], [], false) }
     while true {
       switch Int(dwarf_tag(&child)) {
-      case DW_TAG_formal_parameter: types.append(type(of: child, depth: depth + 1))
+      case DW_TAG_formal_parameter:
+        types.append(type(of: child, depth: depth + 1))
+        names.append(dwarf_diename(&child).map { String(cString: $0) } ?? "")
       case DW_TAG_unspecified_parameters: variadic = true
       default: break
       }
@@ -183,7 +188,7 @@ public final class DwarfInfo: @unchecked Sendable {
       guard dwarf_siblingof(&child, &sibling) == 0 else { break }
       child = sibling
     }
-    return (types, variadic)
+    return (types, names, variadic)
   }
 
   /// The type DW_AT_type of `die` names; no DW_AT_type means `void`.
@@ -219,7 +224,7 @@ public final class DwarfInfo: @unchecked Sendable {
     case DW_TAG_class_type: return .tagged(kind: "class", name: name)
     case DW_TAG_array_type: return .array(inner())
     case DW_TAG_subroutine_type:
-      let (parameters, variadic) = parameterTypes(of: die, depth: depth)
+      let (parameters, _, variadic) = parameterTypes(of: die, depth: depth)
       return .function(returns: inner(), parameters: parameters, variadic: variadic)
     default: return .unknown(tag: tag)
     }

@@ -264,3 +264,51 @@ extension ProcessImage {
     return candidates(name, in: object.name).first { $0.address == address }
   }
 }
+
+/// A function of an ELF file on disk (a program or library not running yet, or the file a
+/// running target maps), with what its DWARF says: how `swpatch new` reads a binary path
+/// the way `ProcessImage` reads a pid.
+public enum ObjectFile {
+  /// The code definition of `name` in the file at `path` (its `.symtab`, else its debug
+  /// file's, else `.dynsym`), with the link-time address, and the function's DWARF (the
+  /// file's own, else its separate debug file's). `objectName` must be the file's name
+  /// when given. Ambiguity is an error listing the candidates, as for a process.
+  public static func function(
+    _ name: String, at path: String, objectName: String? = nil, sympos: Int? = nil
+  ) throws(SymbolError) -> (symbol: ResolvedSymbol, dwarf: DwarfFunction?) {
+    let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+    let object = (resolved as NSString).lastPathComponent
+    if let objectName, objectName != object {
+      throw .objectNotLoaded(object: objectName, loaded: [object])
+    }
+    let elf = try SymbolCache.shared.file(at: resolved)
+    let debug =
+      elf.hasSymtab && elf.hasDebugInfo ? nil : DebugFiles.find(for: elf, path: resolved)
+    let symbols = !elf.hasSymtab && debug?.hasSymtab == true ? debug! : elf
+    let found = ProcessImage.codeDefinitions(name, in: symbols).enumerated().map { index, symbol in
+      ResolvedSymbol(
+        name: name, object: object, objectPath: resolved, address: symbol.value, size: symbol.size,
+        binding: symbol.binding, kind: symbol.kind, sympos: index + 1, buildID: elf.buildID)
+    }
+    if found.isEmpty {
+      if let other = symbols.symbols(named: name).first {
+        throw .notAFunction(name: name, object: object, kind: other.kind.rawValue)
+      }
+      throw .notFound(name: name, searched: [object])
+    }
+    let symbol: ResolvedSymbol
+    if let sympos {
+      guard sympos >= 1 && sympos <= found.count else {
+        throw .symposOutOfRange(name: name, sympos: sympos, count: found.count)
+      }
+      symbol = found[sympos - 1]
+    } else {
+      guard found.count == 1 else { throw .ambiguous(name: name, candidates: found) }
+      symbol = found[0]
+    }
+    let dwarf =
+      elf.hasDebugInfo
+      ? SymbolCache.shared.dwarf(of: elf) : debug.flatMap { SymbolCache.shared.dwarf(of: $0) }
+    return (symbol, dwarf?.function(at: symbol.address))
+  }
+}

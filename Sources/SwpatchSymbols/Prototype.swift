@@ -69,12 +69,22 @@ public struct Prototype: Sendable, Equatable, CustomStringConvertible {
   public let returns: DwarfType
   public let parameters: [DwarfType]
   public let variadic: Bool
+  /// The parameters' names in the source, one per parameter ("" where DWARF gives none);
+  /// not part of the prototype's identity (`==` ignores them).
+  public let parameterNames: [String]
 
-  public init(name: String, returns: DwarfType, parameters: [DwarfType], variadic: Bool) {
+  public init(
+    name: String, returns: DwarfType, parameters: [DwarfType], variadic: Bool, parameterNames: [String] = []
+  ) {
     self.name = name
     self.returns = returns
     self.parameters = parameters
     self.variadic = variadic
+    self.parameterNames = parameterNames
+  }
+
+  public static func == (a: Prototype, b: Prototype) -> Bool {
+    a.name == b.name && a.returns == b.returns && a.parameters == b.parameters && a.variadic == b.variadic
   }
 
   /// `int compute(int)`, `void reset(void)`, `int log(const char *, ...)`.

@@ -14,6 +14,9 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
   case notAFunction(name: String, object: String, kind: String)
   /// libdwfl could not read the target's modules or threads, so stacks cannot be checked.
   case unwindFailed(pid: Int32, reason: String)
+  /// Neither the object nor a debug file of it describes the function in DWARF, so its
+  /// prototype is unknown.
+  case noPrototype(name: String, object: String, path: String)
 
   public var description: String {
     switch self {
@@ -48,6 +51,9 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
     case .unwindFailed(let pid, let reason):
       return
         "cannot unwind the stacks of pid \(pid) (\(reason)); nothing was changed; use --consistency entry to patch without the stack check"
+    case .noPrototype(let name, let object, let path):
+      return
+        "no DWARF prototype for '\(name)' in \(object): rebuild \(path) with -g, or install its debug symbols (Debian: the -dbgsym package of the package `dpkg -S \(path)` names, which installs under \(DebugFiles.root))"
     }
   }
 }
@@ -62,6 +68,7 @@ extension SymbolError: CodedError {
     case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
     case .notAFunction: return "not_a_function"
     case .unwindFailed: return "stack_unwind_failed"
+    case .noPrototype: return "no_prototype"
     }
   }
 }

@@ -23,6 +23,7 @@ struct Swpatch: ParsableCommand {
         swpatch attach 4242 fix.json        # patch pid 4242 as fix.json describes
         swpatch status                      # what is hooked, stacks top first
         swpatch disable 4242 fix-compute    # roll the patch back
+        swpatch new 4242 compute            # a starting patch: C file, Makefile, patch file
 
       attach, enable, disable, status and log are served by the daemon (swpatchd),
       which owns the registry and runs every ptrace transaction. When none answers
@@ -35,7 +36,7 @@ struct Swpatch: ParsableCommand {
       SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
       """,
     subcommands: [
-      Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, Daemon.self,
+      Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, New.self, Daemon.self,
     ])
 }
 

@@ -45,7 +45,7 @@ import Testing
       .objectNotLoaded(object: "o", loaded: []), .ambiguousAcrossObjects(name: "f", objects: []),
       .symposOutOfRange(name: "f", sympos: 3, count: 1),
       .notAFunction(name: "f", object: "o", kind: "object"),
-      .unwindFailed(pid: 1, reason: ""),
+      .unwindFailed(pid: 1, reason: ""), .noPrototype(name: "f", object: "o", path: "/x"),
     ]
     let patcher: [PatchError] = [
       .libraryMissing(path: "/x"), .libraryUnusable(path: "/x", reason: "is a FIFO"),
