@@ -45,6 +45,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case badPrev(name: String, library: String, reason: String)
   /// The library runs code when it is loaded, and `--allow-constructors` was not given.
   case libraryHasConstructors(path: String, functions: [String])
+  /// `--all-of` names something that is not an ELF executable or library.
+  case notELF(path: String, reason: String)
 
   public var description: String {
     switch self {
@@ -115,6 +117,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .libraryHasConstructors(let path, let functions):
       return
         "library \(path) runs code when loaded (\(functions.joined(separator: ", "))); a constructor that aborts, exits or blocks would take the target down with it; move that code out of constructors, or pass --allow-constructors"
+    case .notELF(let path, let reason):
+      return "--all-of \(path): \(reason); name the executable or shared library whose processes to change"
     }
   }
 }
@@ -141,6 +145,7 @@ extension PatchError: CodedError {
     case .libraryHasConstructors: return "library_has_constructors"
     case .originalNotCallable: return "prologue_not_relocatable"
     case .badPrev: return "bad_prev"
+    case .notELF: return "not_elf"
     }
   }
 }
