@@ -60,6 +60,7 @@ import Testing
       .entryModified(function: "f", address: 1, found: [0xcc], file: [0x55], inherited: false),
       .pageNotOurs(address: 1), .libraryHasConstructors(path: "/x", functions: ["boom"]),
       .originalNotCallable(function: "f", address: 1), .badPrev(name: "p", library: "/x", reason: ""),
+      .notELF(path: "/x", reason: "is not an ELF file"),
     ]
     let registry: [RegistryError] = [
       .alreadyEnabled(id: "p", pid: 1), .alreadyDisabled(id: "p", pid: 1),
