@@ -100,7 +100,7 @@ $(FIXOUT)/churn: $(FIX)/churn.c | $(FIXOUT)
 $(FIXOUT)/asmfunc: $(FIX)/asmfunc.c $(FIX)/asmseven.S | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $^
 # A target that forks on SIGUSR1, and one that runs another program on SIGUSR1.
-$(FIXOUT)/forker $(FIXOUT)/execer: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+$(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
@@ -138,7 +138,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
-  $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/asmfunc $(FIXOUT)/hot \
+  $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline $(FIXOUT)/asmfunc $(FIXOUT)/hot \
   $(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))

@@ -68,7 +68,7 @@ let package = Package(
       name: "swpatch",
       dependencies: [
         "SwpatchBase", "SwpatchDaemon", "SwpatchPatcher", "SwpatchRegistry", "SwpatchSymbols", "SwpatchState",
-        "SwpatchProtocol",
+        "SwpatchProtocol", "SwpatchProcess",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
     // `make bench`: swpatch against gdb and Frida (docs/benchmarks.md). Thin: it runs the

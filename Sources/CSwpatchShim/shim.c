@@ -10,6 +10,8 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <signal.h>
+#include <stdlib.h>
 
 long swp_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data, int *err) {
   errno = 0;
@@ -62,3 +64,47 @@ short swp_posix_spawn_setsid(void) { return POSIX_SPAWN_SETSID; }
 _Static_assert(sizeof(struct swp_ucred) == sizeof(struct ucred), "struct ucred changed");
 _Static_assert(offsetof(struct swp_ucred, uid) == offsetof(struct ucred, uid), "struct ucred changed");
 _Static_assert(offsetof(struct swp_ucred, gid) == offsetof(struct ucred, gid), "struct ucred changed");
+
+pid_t swp_spawn_traced(const char *path, char *const argv[], char *const envp[], int *err) {
+  pid_t pid = fork();
+  if (pid < 0) {
+    *err = errno;
+    return -1;
+  }
+  if (pid == 0) {
+    // Only async-signal-safe calls from here: the parent may have many threads.
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    syscall(SYS_close_range, 3, ~0U, 0);
+    if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0) _exit(127);
+    execve(path, argv, envp);
+    _exit(127);
+  }
+  return pid;
+}
+
+static volatile pid_t forward_child;
+
+static void forward_signal(int sig, siginfo_t *info, void *context) {
+  (void)context;
+  if (info->si_code == SI_KERNEL) return;
+  if (forward_child > 0) kill(forward_child, sig);
+}
+
+void swp_forward_signals_to(pid_t child) {
+  forward_child = child;
+  static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+  struct sigaction action = {0};
+  action.sa_sigaction = forward_signal;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+    sigaction(forwarded[i], &action, NULL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, forwarded[i]);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+  }
+}

@@ -16,7 +16,7 @@ public final class DaemonService: @unchecked Sendable {
   public let stateDirectory: String
   /// Every state-changing operation runs here, in arrival order, one at a time; inside,
   /// every ptrace request runs on the one tracer thread.
-  private let worker = DispatchQueue(label: "swpatchd.worker")
+  let worker = DispatchQueue(label: "swpatchd.worker")
   private let lock = NSLock()
   /// Hooks whose memory did not match the registry, per pid (see Engine.drift).
   private var drift: [Int32: [UInt64: String]] = [:]
@@ -26,6 +26,9 @@ public final class DaemonService: @unchecked Sendable {
   private var watcher: TargetWatcher?
   /// Looks for targets that ran `execve` or forked (see `watchLineage`).
   private var lineageWatch: (any DispatchSourceTimer)?
+  /// The rules for new processes (`attach --all-of`), and the scan that applies them.
+  let rules: RuleBook
+  var ruleWatch: RuleWatch?
   /// Targets dropped because they ran `execve` and still running, so that their later
   /// exit is not reported a second time.
   private var replaced: Set<TargetID> = []
@@ -41,6 +44,7 @@ public final class DaemonService: @unchecked Sendable {
       FileHandle.standardError.write(Data("swpatchd: \($0)\n".utf8))
     }
     audit = AuditLog(stateDirectory: stateDirectory)
+    rules = RuleBook(stateDirectory: stateDirectory)
   }
 
   // MARK: Start and stop
@@ -51,6 +55,7 @@ public final class DaemonService: @unchecked Sendable {
     engine.libraries.removeLeftovers()
     watcher = TargetWatcher { [weak self] id in self?.targetExited(id) }
     watchLineage()
+    watchRules()
     for (id, message) in engine.recoverInterruptedOperations() {
       audit.append(
         AuditRecord(
@@ -74,7 +79,7 @@ public final class DaemonService: @unchecked Sendable {
     worker.sync {}
   }
 
-  private var isStopping: Bool { lock.withLock { stopping } }
+  var isStopping: Bool { lock.withLock { stopping } }
 
   // MARK: Requests
 
@@ -98,7 +103,10 @@ public final class DaemonService: @unchecked Sendable {
           Response.success(
             PingResult(pid: getpid(), version: DaemonProtocol.version, stateDir: stateDirectory))))
     case .status:
-      reply(respond { try self.status(pid: request.pid, caller: peer) })
+      reply(respond { try self.status(pid: request.pid, allOf: request.allOf, caller: peer) })
+    case .rules:
+      reply(
+        WireCoding.line(Response.success(rules.statuses(uid: peer.isRoot ? nil : peer.uid))))
     case .log:
       reply(
         WireCoding.line(
@@ -113,11 +121,12 @@ public final class DaemonService: @unchecked Sendable {
 
   // MARK: status
 
-  private func status(pid: Int32?, caller: PeerCredentials) throws -> StatusResult {
+  private func status(pid: Int32?, allOf: String?, caller: PeerCredentials) throws -> StatusResult {
     if let pid { try TargetProcess.checkIsProcess(pid) }
+    let program = try allOf.map { path throws(PatchError) in try ProgramFile.open(path) }
     let registry = try engine.store.snapshot()
     let visible = registry.targets.filter { target in
-      (pid == nil || target.id.pid == pid)
+      (pid == nil || target.id.pid == pid) && (program?.matches(target.id.pid) ?? true)
         && (caller.isRoot || TargetProcess.credentials(of: target.id.pid)?.uids.first == caller.uid)
     }
     var report = StatusReport(targets: visible)
@@ -127,18 +136,31 @@ public final class DaemonService: @unchecked Sendable {
       return (drift, shown)
     }
     report.mark(drift: found)
-    return StatusResult(targets: report.targets, dropped: exited)
+    let ruled = rules.statuses(uid: caller.isRoot ? nil : caller.uid, path: allOf)
+    return StatusResult(targets: report.targets, dropped: exited, rules: ruled.isEmpty ? nil : ruled)
   }
 
   // MARK: attach, enable, disable
 
   /// Runs one state-changing request on the worker queue and audits it.
   private func change(_ request: Request, caller: PeerCredentials) -> Data {
+    if request.allOf != nil { return changeAll(request, caller: caller) }
+    switch changeOne(request, caller: caller) {
+    case .success(let report): return WireCoding.line(Response.success(report))
+    case .failure(let body): return WireCoding.line(Response<NoResult>.failure(body))
+    }
+  }
+
+  /// One operation on one process, audited (unless it was refused with one of `quiet`,
+  /// which a rule uses for "already applied"); `note` goes into the audit record.
+  func changeOne(
+    _ request: Request, caller: PeerCredentials, note: String? = nil, quiet: Set<String> = []
+  ) -> Result<OperationReport, ErrorBody> {
     let pid = request.pid!
     let startTime = try? TargetProcess.inspect(pid).startTime
     var record = AuditRecord(
       uid: caller.uid, callerPid: caller.pid, pid: pid, startTime: startTime,
-      operation: request.op.rawValue, patch: request.patchID, result: "ok",
+      operation: request.op.rawValue, patch: request.patchID, result: "ok", message: note,
       options: request.options ?? OperationOptions())
     do {
       guard !isStopping else {
@@ -151,15 +173,15 @@ public final class DaemonService: @unchecked Sendable {
       record.result = report.dryRun ? "dry_run" : "ok"
       audit.append(record)
       afterChange(pid: pid)
-      return WireCoding.line(Response.success(report))
+      return .success(report)
     } catch {
       let body = Self.errorBody(error)
       record.result = "refused"
       record.code = body.code
-      record.message = body.message
-      audit.append(record)
+      record.message = note.map { "\($0): \(body.message)" } ?? body.message
+      if !quiet.contains(body.code) { audit.append(record) }
       afterChange(pid: pid)
-      return WireCoding.line(Response<NoResult>.failure(body))
+      return .failure(body)
     }
   }
 
@@ -289,6 +311,8 @@ public final class DaemonService: @unchecked Sendable {
   private func dropReplacedImages(_ ids: [TargetID]) {
     let fresh = lock.withLock { ids.filter { replaced.insert($0).inserted } }
     for id in fresh {
+      // A rule may cover the program it runs now: let the rule scan look at it again.
+      ruleWatch?.forget(id.pid)
       recordDrop(
         id, operation: "exec",
         message:

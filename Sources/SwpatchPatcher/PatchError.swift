@@ -55,6 +55,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
   case ambiguousExtern(name: String, library: String, candidates: String)
   /// `externs` pins a name the library does not reference.
   case externNotReferenced(name: String, library: String)
+  /// `--all-of` names something that is not an ELF executable or library.
+  case notELF(path: String, reason: String)
 
   public var description: String {
     switch self {
@@ -137,6 +139,8 @@ public enum PatchError: Error, CustomStringConvertible, Sendable {
     case .externNotReferenced(let name, let library):
       return
         "`externs` pins '\(name)', which the patch library \(library) does not reference (not an undefined symbol of it: `nm -D --undefined-only`); remove the pin or fix its name"
+    case .notELF(let path, let reason):
+      return "--all-of \(path): \(reason); name the executable or shared library whose processes to change"
     }
   }
 }
@@ -166,6 +170,7 @@ extension PatchError: CodedError {
     case .unresolvedExtern: return "unresolved_extern"
     case .ambiguousExtern: return "ambiguous_symbol"
     case .externNotReferenced: return "bad_patch_file"
+    case .notELF: return "not_elf"
     }
   }
 }

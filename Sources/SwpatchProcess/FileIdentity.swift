@@ -4,9 +4,14 @@ import SystemPackage
 
 /// A file's device and inode, formatted as /proc/PID/maps shows them: how a mapping is
 /// matched to a file.
-public struct FileIdentity: Sendable, Equatable {
+public struct FileIdentity: Sendable, Hashable, Codable {
   public let device: String
   public let inode: UInt64
+
+  public init(device: String, inode: UInt64) {
+    self.device = device
+    self.inode = inode
+  }
 
   /// The identity of the file at `path`; nil when it cannot be stat'ed.
   public static func of(path: String) -> FileIdentity? {

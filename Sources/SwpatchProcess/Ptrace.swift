@@ -17,6 +17,7 @@ enum PtraceRequest: Int32 {
   case seize = 0x4206
   case interrupt = 0x4207
   case listen = 0x4208
+  case setOptions = 0x4200
 
   var name: String {
     switch self {
@@ -33,6 +34,7 @@ enum PtraceRequest: Int32 {
     case .seize: "SEIZE"
     case .interrupt: "INTERRUPT"
     case .listen: "LISTEN"
+    case .setOptions: "SETOPTIONS"
     }
   }
 }

@@ -14,7 +14,7 @@ public enum DaemonProtocol {
 
 /// What a client asks for.
 public enum RequestOp: String, Codable, Sendable, CaseIterable {
-  case attach, enable, disable, status, log, ping
+  case attach, enable, disable, status, log, ping, rules
 
   /// Operations that change a target and the registry, and go through the worker.
   public var changesState: Bool { self == .attach || self == .enable || self == .disable }
@@ -34,11 +34,19 @@ public struct Request: Codable, Sendable {
   public var patchID: String?
   public var policy: DisablePolicy?
   public var options: OperationOptions?
+  /// attach/enable/disable/status: every process of this file (an absolute path to an
+  /// ELF executable or shared library) instead of one `pid`.
+  public var allOf: String?
+  /// attach with `all_of`: record the rule only, patch no running process.
+  public var ruleOnly: Bool?
 
   public init(
     op: RequestOp, pid: Int32? = nil, patch: String? = nil, patchPath: String? = nil,
-    patchID: String? = nil, policy: DisablePolicy? = nil, options: OperationOptions? = nil
+    patchID: String? = nil, policy: DisablePolicy? = nil, options: OperationOptions? = nil,
+    allOf: String? = nil, ruleOnly: Bool? = nil
   ) {
+    self.allOf = allOf
+    self.ruleOnly = ruleOnly
     self.v = DaemonProtocol.version
     self.op = op
     self.pid = pid
@@ -53,6 +61,8 @@ public struct Request: Codable, Sendable {
     case v, op, pid, patch, policy, options
     case patchPath = "patch_path"
     case patchID = "patch_id"
+    case allOf = "all_of"
+    case ruleOnly = "rule_only"
   }
 }
 
@@ -93,10 +103,14 @@ public struct NoResult: Codable, Sendable {}
 public struct StatusResult: Codable, Sendable {
   public var targets: [TargetStatus]
   public var dropped: [Int32]
+  /// The rules (`attach --all-of`), with the new processes each could not patch; left
+  /// out when there are none.
+  public var rules: [RuleStatus]?
 
-  public init(targets: [TargetStatus], dropped: [Int32]) {
+  public init(targets: [TargetStatus], dropped: [Int32], rules: [RuleStatus]? = nil) {
     self.targets = targets
     self.dropped = dropped
+    self.rules = rules
   }
 }
 

@@ -49,13 +49,24 @@ extension Request {
       throw ErrorBody(
         code: "bad_request", message: "'pid' must be a process id (an integer >= 1), not \(pid)")
     }
+    if let allOf {
+      guard allOf.hasPrefix("/") else {
+        throw ErrorBody(code: "bad_request", message: "'all_of' must be an absolute path, not '\(allOf)'")
+      }
+      guard pid == nil else {
+        throw ErrorBody(code: "bad_request", message: "give either 'pid' or 'all_of', not both")
+      }
+    }
+    if ruleOnly == true && (op != .attach || allOf == nil) {
+      throw ErrorBody(code: "bad_request", message: "'rule_only' needs an 'attach' with 'all_of'")
+    }
     switch op {
     case .attach:
-      guard pid != nil else { throw missing("pid") }
+      guard pid != nil || allOf != nil else { throw missing("pid") }
       guard patch != nil else { throw missing("patch") }
       guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
     case .enable, .disable:
-      guard pid != nil else { throw missing("pid") }
+      guard pid != nil || allOf != nil else { throw missing("pid") }
       guard let patchID else { throw missing("patch_id") }
       guard patchID.count <= DaemonProtocol.maxPatchIDLength else {
         throw ErrorBody(
@@ -64,7 +75,7 @@ extension Request {
             "'patch_id' is \(patchID.count) characters long; patch ids are at most \(DaemonProtocol.maxPatchIDLength)"
         )
       }
-    case .status, .log, .ping:
+    case .status, .log, .ping, .rules:
       break
     }
   }

@@ -11,6 +11,7 @@ import SystemPackage
 /// journal/PID-START.log  undo journal of an operation     (UndoJournal)
 /// libraries/SHA.so  content-addressed patch libraries     (LibraryStore)
 /// audit.log         one JSON line per request             (AuditLog)
+/// rules.json        rules for new processes (--all-of)    (RuleBook)
 /// swpatchd.lock     one daemon per state directory        (DaemonServer)
 /// swpatchd.pid      the daemon's pid                      (DaemonServer)
 /// swpatchd.log      an auto-started daemon's output       (DaemonClient)
@@ -53,6 +54,8 @@ public struct StateDirectory: Sendable, Equatable {
     return found
   }
   public var auditLog: String { path + "/audit.log" }
+  /// The rules `attach --all-of` records, replaced atomically.
+  public var rules: String { path + "/rules.json" }
   public var daemonLock: String { path + "/swpatchd.lock" }
   public var pidFile: String { path + "/swpatchd.pid" }
   public var daemonLog: String { path + "/swpatchd.log" }

@@ -36,7 +36,8 @@ struct Swpatch: ParsableCommand {
       SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
       """,
     subcommands: [
-      Attach.self, Enable.self, Disable.self, Status.self, Log.self, Symbols.self, New.self, Daemon.self,
+      Attach.self, Enable.self, Disable.self, Status.self, Rules.self, Run.self, Log.self, Symbols.self,
+      New.self, Daemon.self,
     ])
 }
 
@@ -186,8 +187,14 @@ struct Attach: ParsableCommand {
         swpatch attach 4242 Fixtures/build/fix-compute.json --policy any
       """)
 
-  @Argument(help: "Pid of the running target process.") var pid: Int32
-  @Argument(help: "Patch file (JSON, see docs/patch-format.md).") var patchFile: String
+  @Argument(
+    help: ArgumentHelp(
+      "Pid of the running target process, then the patch file (JSON, see docs/patch-format.md).",
+      valueName: "pid> <patch-file"))
+  var arguments: [String]
+  @OptionGroup var allOf: AllOfOption
+  @Flag(help: "With --all-of: record the rule for new processes only; patch no running process.")
+  var ruleOnly = false
   @Option(help: "Disable policy for this target: stack or any (default stack, fixed by the first patch).")
   var policy: DisablePolicy?
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
@@ -203,13 +210,34 @@ struct Attach: ParsableCommand {
   @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
+  var patchFile: String { arguments.last ?? "" }
+
   func validate() throws {
     guard loadTimeout > 0 && loadTimeout <= 600 else {
       throw ValidationError("--load-timeout must be between 0 and 600 seconds")
     }
+    try allOf.validate(arguments, names: ["<pid>", "<patch-file>"])
+    if ruleOnly && allOf.allOf == nil { throw ValidationError("--rule-only needs --all-of PATH") }
   }
 
   func run() throws {
+    if allOf.allOf != nil {
+      let path = absolute(patchFile)
+      guard let data = FileManager.default.contents(atPath: path) else {
+        return try Output.run(json: common.json) { () throws -> AllOfReport in
+          throw PatchFileError(path: patchFile, problem: "cannot be read (does it exist?)")
+        } text: { _ in
+          ""
+        }
+      }
+      var options = OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)
+      options.allowConstructors = allowConstructors
+      let request = Request(
+        op: .attach, patch: String(decoding: data, as: UTF8.self), patchPath: path, policy: policy,
+        options: consistency.apply(to: options), allOf: allOf.absolutePath, ruleOnly: ruleOnly ? true : nil)
+      return try AllOfOption.run(request, common: common)
+    }
+    let pid = Int32(arguments[0])!
     try Output.run(json: common.json) {
       let path = absolute(patchFile)
       guard let data = FileManager.default.contents(atPath: path) else {
@@ -229,13 +257,30 @@ struct Attach: ParsableCommand {
 
 /// The arguments `enable` and `disable` share, and how both run.
 struct PatchChange: ParsableArguments {
-  @Argument(help: "Pid of the patched process.") var pid: Int32
-  @Argument(help: "Id of the patch, as in its patch file.") var patchID: String
+  @Argument(
+    help: ArgumentHelp(
+      "Pid of the patched process (omit with --all-of), then the id of the patch, as in its patch file.",
+      valueName: "pid> <patch-id"))
+  var arguments: [String]
+  @OptionGroup var allOf: AllOfOption
   @Flag(help: "Print the plan and change nothing.") var dryRun = false
   @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
+  var patchID: String { arguments.last ?? "" }
+
+  func validate() throws {
+    try allOf.validate(arguments, names: ["<pid>", "<patch-id>"])
+  }
+
   func run(_ operation: RequestOp) throws {
+    if allOf.allOf != nil {
+      let request = Request(
+        op: operation, patchID: patchID, options: consistency.apply(to: OperationOptions(dryRun: dryRun)),
+        allOf: allOf.absolutePath)
+      return try AllOfOption.run(request, common: common)
+    }
+    let pid = Int32(arguments[0])!
     try Output.run(json: common.json) {
       let request = Request(
         op: operation, pid: pid, patchID: patchID,
@@ -286,15 +331,25 @@ struct Status: ParsableCommand {
         swpatch status 4242 --json
       """)
   @Argument(help: "Only this pid.") var pid: Int32?
+  @OptionGroup var allOf: AllOfOption
   @OptionGroup var common: CommonOptions
+
+  func validate() throws {
+    if pid != nil && allOf.allOf != nil { throw ValidationError("give a pid or --all-of PATH, not both") }
+  }
 
   func run() throws {
     try Output.run(json: common.json) {
-      try common.client().call(Request(op: .status, pid: pid), as: StatusResult.self)
+      try common.client().call(
+        Request(op: .status, pid: pid, allOf: allOf.allOf.map { _ in allOf.absolutePath }),
+        as: StatusResult.self)
     } text: { output in
       var text = renderStatusText(StatusReport(targets: output.targets))
       for pid in output.dropped {
         text += "\n(pid \(pid) exited; its entries were dropped)"
+      }
+      if let rules = output.rules, !rules.isEmpty {
+        text += (text.isEmpty ? "" : "\n") + Rules.render(rules)
       }
       return text
     }

@@ -63,6 +63,7 @@ import Testing
       .unresolvedExtern(name: "f", library: "/x", reason: ""),
       .ambiguousExtern(name: "f", library: "/x", candidates: ""),
       .externNotReferenced(name: "f", library: "/x"),
+      .notELF(path: "/x", reason: "is not an ELF file"),
     ]
     let registry: [RegistryError] = [
       .alreadyEnabled(id: "p", pid: 1), .alreadyDisabled(id: "p", pid: 1),

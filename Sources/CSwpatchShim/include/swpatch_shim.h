@@ -88,4 +88,16 @@ short swp_posix_spawn_setsid(void);
 /// spawned child closes every descriptor from `from` up, so it inherits no pipe.
 int swp_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 
+/// fork + PTRACE_TRACEME + execve, for `swpatch run`: the child keeps our standard
+/// descriptors, gets an empty signal mask and default dispositions, closes every other
+/// descriptor, and stops with SIGTRAP right after its execve (before the dynamic loader
+/// runs). Returns the child's pid, or -1 with `*err` set. A failed execve exits 127.
+pid_t swp_spawn_traced(const char *path, char *const argv[], char *const envp[], int *err);
+
+/// Passes SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH and SIGCONT
+/// sent to this process on to `child`, except those the kernel sent on behalf of a
+/// terminal (si_code SI_KERNEL), which the child, in the same foreground process group,
+/// got itself.
+void swp_forward_signals_to(pid_t child);
+
 #endif

@@ -1,0 +1,87 @@
+import Foundation
+import Glibc
+
+/// Finding the processes of one file (`--all-of PATH`, rules): every process whose
+/// executable is that file, or that has it mapped (a shared library), told by device
+/// and inode, so a file reached by another path or a hard link still matches. Reads
+/// `/proc` only; nothing is stopped.
+public enum ProcessScan {
+  /// Every process id listed in /proc right now (threads are not listed there).
+  public static func processIDs() -> [Int32] {
+    guard let folder = opendir("/proc") else { return [] }
+    defer { closedir(folder) }
+    var pids: [Int32] = []
+    while let entry = readdir(folder) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+      }
+      if let pid = Int32(name), pid > 0 { pids.append(pid) }
+    }
+    return pids.sorted()
+  }
+
+  /// The identity of the file `pid` runs (its `/proc/PID/exe`, which opens the very file
+  /// even when it was deleted or replaced on disk); nil for kernel threads, zombies and
+  /// processes that are gone.
+  public static func executableIdentity(of pid: Int32) -> FileIdentity? {
+    FileIdentity.of(path: "/proc/\(pid)/exe")
+  }
+
+  /// A path that opens the very file `pid` runs (`/proc/PID/exe`), for reading its ELF
+  /// headers even when it was replaced on disk.
+  public static func executableFile(of pid: Int32) -> String { "/proc/\(pid)/exe" }
+
+  /// The path `pid`'s executable was started from (what `/proc/PID/exe` names, with
+  /// ` (deleted)` when it is gone from disk); nil when it cannot be read.
+  public static func executablePath(of pid: Int32) -> String? {
+    try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+  }
+
+  /// Whether `pid` has the file `identity` mapped (`/proc/PID/maps`).
+  public static func maps(_ identity: FileIdentity, pid: Int32) -> Bool {
+    guard let maps = ProcFile.read(TargetProcess.directory(of: pid) + "/maps") else { return false }
+    let needle = " \(identity.device) \(identity.inode) "
+    return maps.split(separator: "\n").contains { line in
+      line.contains(needle)
+        && MapEntry(line: line).map { $0.device == identity.device && $0.inode == identity.inode }
+          ?? false
+    }
+  }
+
+  /// Every process that runs the file `identity`, or (`mapped`) has it mapped at all,
+  /// among `pids` (default: all of /proc). Kernel threads and zombies have neither.
+  public static func processes(of identity: FileIdentity, mapped: Bool, among pids: [Int32]? = nil) -> [Int32]
+  {
+    (pids ?? processIDs()).filter { pid in
+      executableIdentity(of: pid) == identity || (mapped && maps(identity, pid: pid))
+    }
+  }
+
+  /// How long ago `pid` started, in milliseconds (its start time, field 22 of
+  /// /proc/PID/stat in clock ticks, against /proc/uptime); nil when it is gone. Coarse:
+  /// clock ticks are 10 ms here.
+  public static func ageMilliseconds(of pid: Int32) -> Double? {
+    guard let stat = ProcFile.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")"),
+      let uptimeText = ProcFile.read("/proc/uptime"),
+      let uptime = Double(uptimeText.split(separator: " ").first ?? "")
+    else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 19, let start = Double(fields[19]) else { return nil }
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    return max(0, (uptime - start / ticks) * 1000)
+  }
+
+  /// This boot's id (`/proc/sys/kernel/random/boot_id`): start times count from boot, so
+  /// one recorded in an earlier boot means nothing now.
+  public static var bootID: String {
+    (ProcFile.read("/proc/sys/kernel/random/boot_id") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  /// Now, in the unit of process start times (clock ticks since boot).
+  public static var ticksSinceBoot: UInt64 {
+    guard let text = ProcFile.read("/proc/uptime"),
+      let uptime = Double(text.split(separator: " ").first ?? "")
+    else { return 0 }
+    return UInt64(uptime * Double(sysconf(Int32(_SC_CLK_TCK))))
+  }
+}
