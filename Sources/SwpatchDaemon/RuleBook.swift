@@ -25,6 +25,30 @@ struct Rule: Codable, Sendable, Equatable {
   /// to leave them).
   var since: UInt64
   var bootID: String
+  /// The processes that started in the tick `since` itself but before the rule: a tick
+  /// is 10 ms, and a process that starts right after the rule often starts in the same
+  /// one. Nil in rules recorded before it was kept: such a tick's processes are old.
+  var sinceTickPIDs: [Int32]?
+
+  init(
+    path: String, patchID: String, patch: String, patchPath: String, policy: DisablePolicy?,
+    options: OperationOptions, enabled: Bool, created: String, uid: UInt32, gid: UInt32,
+    horizon: ProcessScan.Horizon
+  ) {
+    self.path = path
+    self.patchID = patchID
+    self.patch = patch
+    self.patchPath = patchPath
+    self.policy = policy
+    self.options = options
+    self.enabled = enabled
+    self.created = created
+    self.uid = uid
+    self.gid = gid
+    since = horizon.ticks
+    bootID = horizon.bootID
+    sinceTickPIDs = horizon.startedInTick
+  }
 
   var key: String { path + "\u{0}" + patchID }
 
@@ -33,12 +57,24 @@ struct Rule: Codable, Sendable, Equatable {
     case patchID = "patch_id"
     case patchPath = "patch_path"
     case bootID = "boot_id"
+    case sinceTickPIDs = "since_tick_pids"
   }
 
-  /// Whether a process that started at `startTime` (clock ticks since boot) is new to
-  /// this rule. After a reboot every process is.
-  func isNew(startTime: UInt64, bootID now: String) -> Bool {
-    bootID != now || startTime > since
+  /// Where this rule's processes begin.
+  var horizon: ProcessScan.Horizon {
+    get { ProcessScan.Horizon(ticks: since, bootID: bootID, startedInTick: sinceTickPIDs ?? []) }
+    set {
+      since = newValue.ticks
+      bootID = newValue.bootID
+      sinceTickPIDs = newValue.startedInTick
+    }
+  }
+
+  /// Whether the process `pid`, started at `startTime` (clock ticks since boot), is new
+  /// to this rule. After a reboot every process is.
+  func isNew(pid: Int32, startTime: UInt64, bootID now: String) -> Bool {
+    if sinceTickPIDs == nil && startTime == since && bootID == now { return false }
+    return horizon.isBefore(pid: pid, startTime: startTime, bootID: now)
   }
 }
 
@@ -76,16 +112,17 @@ final class RuleBook: @unchecked Sendable {
   }
 
   /// Enables or disables the rule for `path` and `patchID`; false when there is none.
-  /// Enabling moves its horizon to now: processes started while it was off are dealt
-  /// with by `enable --all-of` itself.
-  func setEnabled(path: String, patchID: String, _ enabled: Bool) throws(StateFileError) -> Bool {
+  /// Enabling moves its horizon to `horizon`, taken before `enable --all-of` listed the
+  /// processes it deals with itself (those started while the rule was off).
+  func setEnabled(
+    path: String, patchID: String, _ enabled: Bool, horizon: ProcessScan.Horizon? = nil
+  ) throws(StateFileError) -> Bool {
     var found = false
     try update { rules in
       for i in rules.indices where rules[i].path == path && rules[i].patchID == patchID {
         found = true
         if enabled && !rules[i].enabled {
-          rules[i].since = ProcessScan.ticksSinceBoot
-          rules[i].bootID = ProcessScan.bootID
+          rules[i].horizon = horizon ?? ProcessScan.horizon()
         }
         rules[i].enabled = enabled
       }

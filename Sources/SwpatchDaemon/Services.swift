@@ -40,7 +40,7 @@ extension DaemonService {
         if try rules.setEnabled(path: path, patchID: patchID, false) { ruleState = "disabled" }
       }
       // Processes that start from here on are the rule's to patch.
-      let horizon = (ProcessScan.ticksSinceBoot, ProcessScan.bootID)
+      let horizon = ProcessScan.horizon()
       let pids = request.ruleOnly == true ? [] : program.processes(pins: pins)
       var outcomes: [ProcessOutcome] = []
       for pid in pids {
@@ -72,7 +72,7 @@ extension DaemonService {
                 path: path, patchID: patchID, patch: request.patch!, patchPath: request.patchPath!,
                 policy: request.policy, options: options, enabled: true,
                 created: AuditRecord.timestamp(Date()), uid: caller.uid, gid: caller.gid,
-                since: horizon.0, bootID: horizon.1))
+                horizon: horizon))
             ruleWatch?.reset()
             ruleState = "recorded"
           } else {
@@ -82,7 +82,7 @@ extension DaemonService {
                 : "no process could be patched, so no rule was recorded")
           }
         case .enable:
-          if existing != nil, try rules.setEnabled(path: path, patchID: patchID, true) {
+          if existing != nil, try rules.setEnabled(path: path, patchID: patchID, true, horizon: horizon) {
             ruleWatch?.reset()
             ruleState = "enabled"
           }
@@ -230,7 +230,9 @@ final class RuleWatch: @unchecked Sendable {
     for (pid, execed) in fresh {
       guard let start = try? TargetProcess.inspect(pid).startTime else { continue }
       for (rule, program, pins) in programs
-      where (execed || rule.isNew(startTime: start, bootID: boot)) && program.matches(pid, pins: pins) {
+      where (execed || rule.isNew(pid: pid, startTime: start, bootID: boot))
+        && program.matches(pid, pins: pins)
+      {
         onNew(pid, rule)
       }
     }

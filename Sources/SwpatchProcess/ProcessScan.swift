@@ -77,11 +77,68 @@ public enum ProcessScan {
     (ProcFile.read("/proc/sys/kernel/random/boot_id") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
-  /// Now, in the unit of process start times (clock ticks since boot).
+  /// Now, in the unit of process start times (clock ticks since boot). Read from the
+  /// text of /proc/uptime in whole numbers, rounded down as the kernel rounds start
+  /// times (through a `Double` it could come out one tick low).
   public static var ticksSinceBoot: UInt64 {
-    guard let text = ProcFile.read("/proc/uptime"),
-      let uptime = Double(text.split(separator: " ").first ?? "")
-    else { return 0 }
-    return UInt64(uptime * Double(sysconf(Int32(_SC_CLK_TCK))))
+    guard let text = ProcFile.read("/proc/uptime"), let uptime = text.split(separator: " ").first else {
+      return 0
+    }
+    return ticks(uptime: uptime, perSecond: UInt64(sysconf(Int32(_SC_CLK_TCK))))
+  }
+
+  /// `uptime` (seconds, as /proc/uptime prints them: `12345.67`) in clock ticks,
+  /// rounded down; 0 when it is not a number.
+  static func ticks(uptime: Substring, perSecond hz: UInt64) -> UInt64 {
+    let parts = uptime.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+    guard let seconds = UInt64(parts[0]) else { return 0 }
+    let digits = parts.count > 1 ? String(parts[1].prefix(9)) : ""
+    guard let fraction = UInt64(digits.isEmpty ? "0" : digits) else { return 0 }
+    var scale: UInt64 = 1
+    for _ in 0..<digits.count { scale *= 10 }
+    return seconds * hz + fraction * hz / scale
+  }
+
+  /// The start time of `pid` (field 22 of /proc/PID/stat, clock ticks since boot); nil
+  /// when it is gone.
+  public static func startTicks(of pid: Int32) -> UInt64? {
+    guard let stat = ProcFile.read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+      return nil
+    }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 19 ? UInt64(fields[19]) : nil
+  }
+
+  /// A moment that splits processes into those that started before it and those that
+  /// start after. A start time is a clock tick (10 ms here), too coarse for that alone:
+  /// a process can start in the very tick of the horizon but after it, so the processes
+  /// already there that started in that tick are named.
+  public struct Horizon: Sendable, Equatable {
+    /// Clock ticks since boot `bootID`.
+    public var ticks: UInt64
+    public var bootID: String
+    /// The processes that started in tick `ticks` before the horizon was taken.
+    public var startedInTick: [Int32]
+
+    public init(ticks: UInt64, bootID: String, startedInTick: [Int32]) {
+      self.ticks = ticks
+      self.bootID = bootID
+      self.startedInTick = startedInTick
+    }
+
+    /// Whether the process `pid`, started at `startTime` (clock ticks since boot
+    /// `bootID`), started after this horizon. After a reboot every process did.
+    public func isBefore(pid: Int32, startTime: UInt64, bootID now: String) -> Bool {
+      bootID != now || startTime > ticks || (startTime == ticks && !startedInTick.contains(pid))
+    }
+  }
+
+  /// Now, as a horizon: the tick first, then the processes that started in it (one that
+  /// starts in between is counted as before, which it nearly is).
+  public static func horizon() -> Horizon {
+    let boot = bootID
+    let now = ticksSinceBoot
+    let inTick = processIDs().filter { startTicks(of: $0) == now }
+    return Horizon(ticks: now, bootID: boot, startedInTick: inTick)
   }
 }
