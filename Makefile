@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc binutils make util-linux
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
@@ -115,6 +115,8 @@ $(FIXOUT)/holder: $(FIX)/holder.c | $(FIXOUT)
 # calls `helper` through its hook).
 $(FIXOUT)/hot: $(FIX)/hot.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $<
+$(FIXOUT)/hotxx: $(FIX)/hotxx.cpp | $(FIXOUT)
+	$(CXX) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $<
 # A second tracer, and an object file that is not a shared object (bad-input tests).
 $(FIXOUT)/tracer: $(FIX)/tracer.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -o $@ $<
@@ -138,7 +140,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
-  $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline $(FIXOUT)/asmfunc $(FIXOUT)/hot \
+  $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline $(FIXOUT)/asmfunc $(FIXOUT)/hot $(FIXOUT)/hotxx \
   $(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))

@@ -1,14 +1,17 @@
 // Hot functions for the per-thread transition: N worker threads spend nearly all their
-// time inside compute(), which calls helper(). libhot.so replaces both. Every call
-// checks that compute and helper answered from one version (old 100+1, new 200+2): a
-// mix means a thread ran old and new code in one call chain. Each thread also counts
+// time inside compute(), which calls helper(). libhot.so (and libhot3.so) replace both.
+// Every call checks that compute and helper answered from one version (version N gives
+// N*100 + N: the original 101, libhot 202, libhot3 303): a mix means a thread ran old
+// and new code in one call chain. Each thread also counts
 // how often its version changed. The main thread samples, every 20 us, which workers
 // are inside compute, and prints a line every 100 ms:
 //   calls=C mixed=M flips=F v1=A v2=B inside=P jumps=J cancels=K
-// Usage: hot THREADS [plain|longjmp|cancel]
+// Usage: hot THREADS [plain|longjmp|park]
 //   longjmp: every 64th call leaves helper by longjmp back to the worker loop.
-//   cancel:  the main thread cancels a worker every 200 ms (inside compute, at a
-//            cancellation point in helper) and starts another in its place.
+//   park:    on SIGUSR1 worker 0 parks inside helper (in pause(), a cancellation
+//            point) and prints "parked tid=T"; on SIGUSR2 the main thread cancels it,
+//            joins it and prints "cancelled tid=T".
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,7 +23,7 @@
 #include <unistd.h>
 
 #define MAXT 64
-enum mode { PLAIN, LONGJMP, CANCEL };
+enum mode { PLAIN, LONGJMP, PARK };
 static enum mode mode = PLAIN;
 
 // Read by the replacement too (-rdynamic).
@@ -35,11 +38,19 @@ struct counters {
 };
 static struct counters counts[MAXT];
 static atomic_long cancels;
+static volatile sig_atomic_t park_requested, cancel_requested;
+static __thread int my_index;
+static void on_usr1(int sig) { (void)sig; park_requested = 1; }
+static void on_usr2(int sig) { (void)sig; cancel_requested = 1; }
 
 __attribute__((noinline)) int helper(int x) {
   volatile int y = x;
   if (mode == LONGJMP && escape && (++calls_here & 63) == 0) longjmp(*escape, 1);
-  if (mode == CANCEL) pthread_testcancel();
+  if (mode == PARK && park_requested && my_index == 0) {
+    park_requested = 0;
+    printf("parked tid=%d\n", gettid());
+    for (;;) pause();
+  }
   return y + 1;
 }
 
@@ -54,6 +65,7 @@ __attribute__((noinline)) int compute(int t) {
 
 static void *worker(void *arg) {
   int t = (int)(long)arg;
+  my_index = t;
   struct counters *c = &counts[t];
   jmp_buf here;
   for (;;) {
@@ -66,13 +78,13 @@ static void *worker(void *arg) {
       escape = &here;
     }
     int r = compute(t);
-    int v = r == 101 ? 1 : r == 202 ? 2 : 0;
+    int v = r / 100 == r % 100 ? r / 100 : 0;
     c->calls++;
     if (v == 0) {
       c->mixed++;
       continue;
     }
-    if (v == 1) c->v1++; else c->v2++;
+    if (v == 1) c->v1++; else c->v2++;  // v2: any replacement
     if (c->last && c->last != v) c->flips++;
     c->last = v;
   }
@@ -88,31 +100,30 @@ int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 2;
   if (n < 1 || n > MAXT) n = 2;
   if (argc > 2 && strcmp(argv[2], "longjmp") == 0) mode = LONGJMP;
-  if (argc > 2 && strcmp(argv[2], "cancel") == 0) mode = CANCEL;
+  if (argc > 2 && strcmp(argv[2], "park") == 0) mode = PARK;
   signal(SIGTERM, on_term);
+  signal(SIGUSR1, on_usr1);
+  signal(SIGUSR2, on_usr2);
   setvbuf(stdout, NULL, _IOLBF, 0);
   pthread_t threads[MAXT];
   for (int t = 0; t < n; t++) pthread_create(&threads[t], NULL, worker, (void *)(long)t);
   long samples = 0, in = 0;
   struct timespec start, now, pause = {0, 20000};
   clock_gettime(CLOCK_MONOTONIC, &start);
-  struct timespec lastCancel = start;
   for (;;) {
     nanosleep(&pause, NULL);
     for (int t = 0; t < n; t++) in += inside[t];
     samples += n;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    long ms = (now.tv_sec - lastCancel.tv_sec) * 1000 + (now.tv_nsec - lastCancel.tv_nsec) / 1000000;
-    if (mode == CANCEL && ms >= 200) {
-      lastCancel = now;
-      int t = (int)(cancels % n);
-      pthread_cancel(threads[t]);
-      pthread_join(threads[t], NULL);
-      inside[t] = 0;
+    if (cancel_requested) {
+      cancel_requested = 0;
+      pthread_cancel(threads[0]);
+      pthread_join(threads[0], NULL);
+      inside[0] = 0;
       atomic_fetch_add(&cancels, 1);
-      pthread_create(&threads[t], NULL, worker, (void *)(long)t);
+      printf("cancelled worker=0\n");
     }
-    ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
     if (ms >= 100) {
       long calls = 0, mixed = 0, flips = 0, v1 = 0, v2 = 0, jumps = 0;
       for (int t = 0; t < n; t++) {

@@ -170,6 +170,8 @@ public final class DaemonService: @unchecked Sendable {
       record.stoppedUs = report.stoppedMicroseconds
       record.retries = report.retries
       record.threadsMoved = report.threadsMoved
+      record.threadsCaught = report.threadsCaught
+      record.transitionUs = report.transitionMicroseconds
       record.result = report.dryRun ? "dry_run" : "ok"
       audit.append(record)
       afterChange(pid: pid)

@@ -226,10 +226,24 @@ extension Engine {
       Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
       pause = min(pause * 2, .milliseconds(20))
     }
-    let (_, held) = try tracer.withStoppedMeasured(pid) { target in
-      try self.complete(pending, session: session, options: options, in: target)
+    // A thread stopped inside a gate or a stub is about to jump where the gate's own
+    // cells say: the removals of the last stop would free code under it, so the stop
+    // is made again a moment later.
+    while true {
+      let (done, held) = try tracer.withStoppedMeasured(pid) { target in
+        guard try target.threadsInside([pending.page.codeRange]).isEmpty else { return false }
+        try self.complete(pending, session: session, options: options, in: target)
+        return true
+      }
+      longest = max(longest, held)
+      if done { break }
+      guard ContinuousClock.now < deadline + .seconds(1) else {
+        throw PatchError.drift(
+          oldAddr: pending.page.base, detail: "a thread stays inside the transition's gates")
+      }
+      Thread.sleep(forTimeInterval: 0.001)
     }
-    return (max(longest, held), ContinuousClock.now - start)
+    return (longest, ContinuousClock.now - start)
   }
 
   /// The indices of caught threads that have not switched and are still alive.
@@ -241,18 +255,21 @@ extension Engine {
     }
   }
 
-  /// A thread whose stack pointer is above its redirected slot left that frame without
-  /// returning (`longjmp`): with no guarded frame left it is switched here, with one its
-  /// new outermost such frame is redirected to the same stub.
+  /// A thread whose redirected frame is gone left it without returning (`longjmp`): with
+  /// no guarded frame left it is switched here, with one (it went on calling the old
+  /// versions, as an unswitched thread does) its new outermost such frame is redirected
+  /// to the same stub.
   private func catchAgain(
     _ pending: PendingTransition, waiting: [Int], check: StackCheck, in target: StoppedTarget
   ) throws {
     for i in waiting where target.threads.contains(pending.points[i].tid) {
       let point = pending.points[i]
       let registers = try target.registers(of: point.tid)
-      guard registers.rsp > point.returnSlot, !pending.page.codeRange.contains(registers.rip) else {
-        continue
-      }
+      guard !pending.page.codeRange.contains(registers.rip) else { continue }
+      // The frame is gone when the stack is above its slot, or when the slot no longer
+      // holds the stub: a later call at the same depth pushed its own return address.
+      let slot = StackCheck.word(try target.read(at: point.returnSlot, count: 8))
+      guard registers.rsp > point.returnSlot || slot != pending.page.stubAddress(i) else { continue }
       switch try check.recatch(point.tid, in: target) {
       case .some(nil):
         try target.write([1], at: pending.page.tableEntry(i))
@@ -296,10 +313,8 @@ extension Engine {
     }
     pending.journal?.discard()
     Transaction.useStub(in: pending.next.pages, of: target)
-    if try target.threadsInside([pending.page.codeRange]).isEmpty {
-      try? target.munmap(pending.page.base, length: TransitionPage.size)
-      try? target.munmap(pending.page.table, length: TransitionPage.size)
-    }
+    try? target.munmap(pending.page.base, length: TransitionPage.size)
+    try? target.munmap(pending.page.table, length: TransitionPage.size)
   }
 
   /// Undoes a transition that did not finish: each return address still redirected is
@@ -307,21 +322,32 @@ extension Engine {
   /// stop loaded and mapped goes too, unless a thread is running in it or will return
   /// into it (a switched thread may be in the new version's code).
   private func reverse(_ pending: PendingTransition, waiting: [Int], pid: Int32) throws {
-    try tracer.withStopped(pid) { target in
-      for i in waiting where target.threads.contains(pending.points[i].tid) {
-        let point = pending.points[i]
-        let rsp = try target.registers(of: point.tid).rsp
-        let slot = StackCheck.word(try target.read(at: point.returnSlot, count: 8))
-        if rsp <= point.returnSlot, slot == pending.page.stubAddress(i) {
-          try target.write(TrampolineSlot.cell(target: point.returnAddress), at: point.returnSlot)
-        }
+    // As for the last stop: never undo code a thread in a gate is about to jump to.
+    for _ in 0..<1000 {
+      let done = try tracer.withStopped(pid) { target in
+        guard try target.threadsInside([pending.page.codeRange]).isEmpty else { return false }
+        try self.undo(pending, waiting: waiting, in: target)
+        return true
       }
-      try UndoJournal.putBack(pending.writes, into: target)
-      pending.journal?.discard()
-      let transition = [pending.page.base, pending.page.table].map { $0..<$0 + TransitionPage.size }
-      try Transaction.release(
-        pending.acquired, extra: transition, knownPages: pending.next.pages, in: target)
+      if done { return }
+      Thread.sleep(forTimeInterval: 0.001)
     }
+    throw PatchError.drift(oldAddr: pending.page.base, detail: "a thread stays inside the transition's gates")
+  }
+
+  private func undo(_ pending: PendingTransition, waiting: [Int], in target: StoppedTarget) throws {
+    for i in waiting where target.threads.contains(pending.points[i].tid) {
+      let point = pending.points[i]
+      let rsp = try target.registers(of: point.tid).rsp
+      let slot = StackCheck.word(try target.read(at: point.returnSlot, count: 8))
+      if rsp <= point.returnSlot, slot == pending.page.stubAddress(i) {
+        try target.write(TrampolineSlot.cell(target: point.returnAddress), at: point.returnSlot)
+      }
+    }
+    try UndoJournal.putBack(pending.writes, into: target)
+    pending.journal?.discard()
+    let transition = [pending.page.base, pending.page.table].map { $0..<$0 + TransitionPage.size }
+    try Transaction.release(pending.acquired, extra: transition, knownPages: pending.next.pages, in: target)
   }
 }
 

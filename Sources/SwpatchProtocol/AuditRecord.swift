@@ -24,6 +24,9 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   public var retries: Int?
   /// Threads moved out of rewritten bytes (see `OperationReport.threadsMoved`).
   public var threadsMoved: Int?
+  /// Threads caught on return by the per-thread transition, and how long it ran.
+  public var threadsCaught: Int?
+  public var transitionUs: Int64?
   public var options: OperationOptions?
 
   public init(
@@ -48,6 +51,8 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   enum CodingKeys: String, CodingKey {
     case time, uid, pid, operation, patch, result, code, message, options, retries
     case threadsMoved = "threads_moved"
+    case threadsCaught = "threads_caught"
+    case transitionUs = "transition_us"
     case callerPid = "caller_pid"
     case startTime = "start_time"
     case stoppedUs = "stopped_us"

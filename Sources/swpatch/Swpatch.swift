@@ -172,6 +172,11 @@ enum Output {
         + (report.threadsMoved > 0 ? ", \(report.threadsMoved) threads moved out of rewritten bytes" : "")
       lines.append(
         "  target stopped for \(report.stoppedMicroseconds) µs (consistency \(report.consistency)\(waited))")
+      if report.threadsCaught > 0 {
+        lines.append(
+          "  \(report.threadsCaught) threads inside switched on return (transition took \(report.transitionMicroseconds) µs)"
+        )
+      }
     }
     return lines.joined(separator: "\n")
   }

@@ -220,6 +220,11 @@ final class Workspace: @unchecked Sendable {
     try? FileManager.default.removeItem(atPath: directory)
   }
 
+  /// The daemon's log so far (for failure messages).
+  var daemonLog: String {
+    (try? String(contentsOfFile: stateDir + "/swpatchd.log", encoding: .utf8)) ?? "(no daemon log)"
+  }
+
   /// The pid of the workspace's daemon, from its pid file.
   var daemonPID: pid_t? {
     (try? String(contentsOfFile: stateDir + "/swpatchd.pid", encoding: .utf8))
