@@ -96,7 +96,7 @@ struct ExternBindings {
     }
     for name in Set(replaced).sorted() where undefined.contains(where: { $0.name == name }) {
       notes.append(
-        "warning: the library calls '\(name)', the very function it replaces: that call reaches the patched entry, which jumps back into the replacement for ever; call the version below through `prev` instead"
+        "warning: the library references '\(name)', a function it replaces: called from its own replacement it reaches the patched entry, which jumps back into that replacement for ever; call the version below through `prev` instead (called from another replacement, it reaches the new version, as intended)"
       )
     }
   }

@@ -129,7 +129,7 @@ import Testing
     #expect(notes.contains { $0.hasPrefix("warning:") && $0.contains("'compute'") && $0.contains("prev") })
     let text = ws.swpatch("attach", "\(target.pid)", path)
     #expect(text.status == 0, "\(text.output)")
-    #expect(text.output.contains("note: warning: the library calls 'compute'"), "\(text.output)")
+    #expect(text.output.contains("note: warning: the library references 'compute'"), "\(text.output)")
     #expect(target.waitForValue("compute", "5", from: target.output.count))
   }
 
