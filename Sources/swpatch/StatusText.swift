@@ -21,9 +21,13 @@ func renderStatusText(_ report: StatusReport) -> String {
       let patchWidth = entries.map(\.patch.count).max() ?? 0
       let replacementWidth = entries.map(\.replacement.count).max() ?? 0
       for (n, entry) in entries.enumerated() {
+        // A `prev` names what the replacement calls as the version below it.
+        let below =
+          n + 1 < entries.count ? "\(entries[n + 1].patch) \(entries[n + 1].replacement)" : "original"
+        let prev = entry.prev.map { _ in "  prev -> \(below)" } ?? ""
         lines.append(
           "    " + (n == 0 ? "* " : "  ") + pad(entry.patch, patchWidth) + "  "
-            + pad(entry.replacement, replacementWidth) + "  " + hexAddress(entry.address))
+            + pad(entry.replacement, replacementWidth) + "  " + hexAddress(entry.address) + prev)
       }
       lines.append("      (original)")
       if let drift = hook.drift { lines.append("    DRIFT: \(drift)") }

@@ -30,4 +30,17 @@ import Testing
       ])
     #expect(renderStatusText(StatusReport(targets: [TargetState]())) == "no patched targets")
   }
+
+  @Test func eachEntryWithAPrevSaysWhatItCalls() throws {
+    let text = Self.report
+      .replacingOccurrences(
+        of: #""address":"0x7f0000003000"}"#, with: #""address":"0x7f0000003000","prev":"0x7f0000001000"}"#
+      )
+      .replacingOccurrences(
+        of: #""address":"0x7f0000001000"}"#, with: #""address":"0x7f0000001000","prev":"original"}"#)
+    let report = try JSONDecoder().decode(StatusReport.self, from: Data(text.utf8))
+    let lines = renderStatusText(report).split(separator: "\n").map(String.init)
+    #expect(lines.contains("    * p3  foo_p3  0x7f0000003000  prev -> p1 foo_p1"), "\(lines)")
+    #expect(lines.contains("      p1  foo_p1  0x7f0000001000  prev -> original"), "\(lines)")
+  }
 }
