@@ -426,6 +426,9 @@ public final class Engine: Sendable {
         try transaction.checkPages()
         transaction.journal = try UndoJournal(
           state: self.store.state, target: state.id, generation: state.generation)
+        // A thread passing through a hook's slot has no unwind information there: sent on
+        // to where the slot jumps (the version it was calling), its stack can be read.
+        if check != nil { try transaction.moveThreadsOutOfSlots() }
         let points = try check?.catchPoints(in: target, allowed: catching) ?? []
         let executed = try body(transaction, target, points)
         if executed.transition == nil {

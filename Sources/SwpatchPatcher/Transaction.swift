@@ -520,6 +520,13 @@ final class Transaction {
     }
   }
 
+  /// Every thread stopped inside a hook's slot (its `endbr64` or its `jmp`) is sent on
+  /// to where the slot jumps: no thread's behaviour changes, and each stack can then be
+  /// unwound (a slot has no CFI). Put back on rollback.
+  func moveThreadsOutOfSlots() throws {
+    for hook in hooks.values { try moveThreadsOutOfSlot(hook.install) }
+  }
+
   /// A thread stopped inside a slot that is about to become int3 padding is moved to
   /// where the slot would have sent it: the replacement its cell points to.
   private func moveThreadsOutOfSlot(_ install: HookInstall) throws {

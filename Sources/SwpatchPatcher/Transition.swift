@@ -196,54 +196,62 @@ extension Engine {
     var pause = Duration.milliseconds(1)
     var lastLook = start
     var told = false
-    while true {
-      let waiting = unswitched(pending, process: process)
-      if waiting.isEmpty { break }
-      let now = ContinuousClock.now
-      if !told {
-        told = true
-        let point = pending.points[waiting[0]]
-        let blocker = BlockingThread.inside(tid: point.tid, function: point.function, frame: point.frame)
-        progress?(
-          "waiting: \(blocker); it switches when that frame returns (up to \(formatSeconds(options.retryBound.seconds)) s)"
-        )
+    var reversed = false
+    do {
+      try waitForSwitches()
+    } catch {
+      // Whatever went wrong while the target ran with gates in place, the operation is
+      // undone rather than left half-switched (unless it already was).
+      if !reversed, !(error is ProcessError) {
+        try? reverse(pending, waiting: unswitched(pending, process: process), pid: pid)
       }
-      if now >= deadline {
-        let point = pending.points[waiting[0]]
-        try reverse(pending, waiting: waiting, pid: pid)
-        throw PatchError.transitionTimedOut(
-          blocker: BlockingThread.inside(tid: point.tid, function: point.function, frame: point.frame)
-            .description, waited: options.retryBound.seconds)
-      }
-      if let check, now - lastLook >= .milliseconds(100) {
-        let (_, held) = try tracer.withStoppedMeasured(pid) { target in
-          try self.catchAgain(pending, waiting: waiting, check: check, in: target)
+      throw error
+    }
+    func waitForSwitches() throws {
+      while true {
+        let waiting = unswitched(pending, process: process)
+        if waiting.isEmpty { break }
+        let now = ContinuousClock.now
+        if !told {
+          told = true
+          let point = pending.points[waiting[0]]
+          let blocker = BlockingThread.inside(tid: point.tid, function: point.function, frame: point.frame)
+          progress?(
+            "waiting: \(blocker); it switches when that frame returns (up to \(formatSeconds(options.retryBound.seconds)) s)"
+          )
         }
-        longest = max(longest, held)
-        lastLook = .now
-        continue
+        if now >= deadline {
+          let point = pending.points[waiting[0]]
+          reversed = true
+          try reverse(pending, waiting: waiting, pid: pid)
+          throw PatchError.transitionTimedOut(
+            blocker: BlockingThread.inside(tid: point.tid, function: point.function, frame: point.frame)
+              .description, waited: options.retryBound.seconds)
+        }
+        // A frame gone without its stub (`longjmp`) shows as a slot that no longer holds
+        // the stub, read without stopping anything; a stop looks at such threads at
+        // once, and at all of them once a second (a slot not reused yet). Stopping every
+        // thread more often would only hold up the threads being waited for.
+        let overwritten = waiting.contains { i in
+          let slot = process.peek(at: pending.points[i].returnSlot, count: 8)
+          return slot.count == 8 && StackCheck.word(slot) != pending.page.stubAddress(i)
+        }
+        if let check, overwritten || now - lastLook >= .seconds(1) {
+          let (_, held) = try tracer.withStoppedMeasured(pid) { target in
+            try self.catchAgain(pending, waiting: waiting, check: check, in: target)
+          }
+          longest = max(longest, held)
+          lastLook = .now
+          continue
+        }
+        Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
+        pause = min(pause * 2, .milliseconds(20))
       }
-      Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
-      pause = min(pause * 2, .milliseconds(20))
     }
-    // A thread stopped inside a gate or a stub is about to jump where the gate's own
-    // cells say: the removals of the last stop would free code under it, so the stop
-    // is made again a moment later.
-    while true {
-      let (done, held) = try tracer.withStoppedMeasured(pid) { target in
-        guard try target.threadsInside([pending.page.codeRange]).isEmpty else { return false }
-        try self.complete(pending, session: session, options: options, in: target)
-        return true
-      }
-      longest = max(longest, held)
-      if done { break }
-      guard ContinuousClock.now < deadline + .seconds(1) else {
-        throw PatchError.drift(
-          oldAddr: pending.page.base, detail: "a thread stays inside the transition's gates")
-      }
-      Thread.sleep(forTimeInterval: 0.001)
+    let (_, held) = try tracer.withStoppedMeasured(pid) { target in
+      try self.complete(pending, session: session, options: options, in: target)
     }
-    return (longest, ContinuousClock.now - start)
+    return (max(longest, held), ContinuousClock.now - start)
   }
 
   /// The indices of caught threads that have not switched and are still alive.
@@ -295,6 +303,10 @@ extension Engine {
     let transaction = Transaction(target: target, state: pending.next, callTimeout: options.callTimeout)
     transaction.journal = pending.journal
     do {
+      // A thread stopped inside a gate or stub would jump where the gate's own cells
+      // say, possibly into a prologue a removal below frees (measured: SIGTRAP under
+      // longjmp-heavy load): it is sent on first, as the code would have sent it.
+      try moveOutOfTransitionCode(pending, in: target)
       for (i, cell) in pending.cells.enumerated() {
         guard StackCheck.word(try target.read(at: cell.cell, count: 8)) == pending.page.gateAddress(i) else {
           throw PatchError.drift(oldAddr: cell.cell, detail: "a cell does not hold its transition gate")
@@ -322,17 +334,46 @@ extension Engine {
   /// stop loaded and mapped goes too, unless a thread is running in it or will return
   /// into it (a switched thread may be in the new version's code).
   private func reverse(_ pending: PendingTransition, waiting: [Int], pid: Int32) throws {
-    // As for the last stop: never undo code a thread in a gate is about to jump to.
-    for _ in 0..<1000 {
-      let done = try tracer.withStopped(pid) { target in
-        guard try target.threadsInside([pending.page.codeRange]).isEmpty else { return false }
-        try self.undo(pending, waiting: waiting, in: target)
-        return true
-      }
-      if done { return }
-      Thread.sleep(forTimeInterval: 0.001)
+    try tracer.withStopped(pid) { target in
+      try self.moveOutOfTransitionCode(pending, in: target)
+      try self.undo(pending, waiting: waiting, in: target)
     }
-    throw PatchError.drift(oldAddr: pending.page.base, detail: "a thread stays inside the transition's gates")
+  }
+
+  /// Sends every thread stopped inside the transition's gates and stubs on to where
+  /// that code would send it (a gate: the old version for an unswitched thread, else
+  /// the new; a stub: its table store, then the real return address), so that the code
+  /// can go.
+  func moveOutOfTransitionCode(_ pending: PendingTransition, in target: StoppedTarget) throws {
+    let page = pending.page
+    for tid in target.threads {
+      let registers = try target.registers(of: tid)
+      guard page.codeRange.contains(registers.rip) else { continue }
+      guard let position = page.position(of: registers.rip) else {
+        throw PatchError.drift(
+          oldAddr: registers.rip,
+          detail: "thread \(tid) is inside the transition page, between its instructions")
+      }
+      switch position {
+      case .gate(let route, let pushed, let toOld):
+        let old = try toOld ?? isUnswitched(registers.fsBase, pending, in: target)
+        let pops: [StoppedTarget.PushedRegister] = pushed == 2 ? [.rcx, .rax] : pushed == 1 ? [.rax] : []
+        let destination = old ? page.routes[route].old : page.routes[route].new
+        try target.finishPops(pops, thenJumpTo: destination, of: tid)
+      case .stub(let index, let rcxPushed, let switched):
+        if !switched { try target.write([1], at: page.tableEntry(index)) }
+        try target.finishPops(
+          rcxPushed ? [.rcx] : [], thenJumpTo: pending.points[index].returnAddress, of: tid)
+      }
+    }
+  }
+
+  /// Whether the thread with TLS pointer `tls` is listed in the table and not switched.
+  private func isUnswitched(_ tls: UInt64, _ pending: PendingTransition, in target: StoppedTarget) throws
+    -> Bool
+  {
+    guard let index = pending.page.threads.firstIndex(of: tls) else { return false }
+    return !TransitionPage.isSwitched(try target.read(at: pending.page.tableEntry(index), count: 1))
   }
 
   private func undo(_ pending: PendingTransition, waiting: [Int], in target: StoppedTarget) throws {

@@ -408,6 +408,31 @@ public final class StoppedTarget {
     try Ptrace.setRegisters(tid, regs)
   }
 
+  /// Registers that code swpatch writes into a target pushes on entry and pops on exit
+  /// (a transition's gates and stubs).
+  public enum PushedRegister: Sendable { case rax, rcx }
+
+  /// Makes held thread `tid` do what the rest of the swpatch code it is stopped in would
+  /// do: pop `popped` off its stack, in order, then jump to `address`. How a thread is
+  /// moved out of a gate or stub that is about to go away.
+  public func finishPops(_ popped: [PushedRegister], thenJumpTo address: UInt64, of tid: Int32)
+    throws(ProcessError)
+  {
+    try checkHeld()
+    var regs = try Ptrace.getRegisters(tid)
+    for register in popped {
+      let bytes = try read(at: regs.rsp, count: 8)
+      let value = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+      switch register {
+      case .rax: regs.rax = value
+      case .rcx: regs.rcx = value
+      }
+      regs.rsp += 8
+    }
+    regs.rip = address
+    try Ptrace.setRegisters(tid, regs)
+  }
+
   // MARK: Threads inside rewritten bytes
 
   /// The held threads that would execute part of `bytes` other than their first byte

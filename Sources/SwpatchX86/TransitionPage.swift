@@ -68,6 +68,44 @@ public struct TransitionPage: Equatable, Sendable {
   /// The code: everything from `base` up to the last stub.
   public var codeRange: Range<UInt64> { base..<stubAddress(threads.count) }
 
+  /// Where a thread stopped in this page's code is, and what it has still to do.
+  public enum Position: Equatable, Sendable {
+    /// In the gate of route `route`, with `pushed` registers on its stack (rax, then
+    /// rcx), and the way it goes once decided (nil: it has not looked at the table yet).
+    case gate(route: Int, pushed: Int, toOld: Bool?)
+    /// In stub `index`, rcx pushed or not, its table store done or not.
+    case stub(index: Int, rcxPushed: Bool, switched: Bool)
+  }
+
+  /// The position of a thread at `pc`, at one of the code's instruction boundaries; nil
+  /// outside the code (or anywhere else, which no thread can be).
+  public func position(of pc: UInt64) -> Position? {
+    guard codeRange.contains(pc), pc >= gateAddress(0) else { return nil }
+    if pc < gateAddress(routes.count) {
+      let route = Int((pc - gateAddress(0)) / Self.gateSize)
+      switch pc - gateAddress(route) {
+      case 0, 4: return .gate(route: route, pushed: 0, toOld: nil)
+      case 5: return .gate(route: route, pushed: 1, toOld: nil)
+      case 6, 15, 22, 26, 28, 31, 33, 37: return .gate(route: route, pushed: 2, toOld: nil)
+      case 42: return .gate(route: route, pushed: 2, toOld: false)
+      case 43: return .gate(route: route, pushed: 1, toOld: false)
+      case 44: return .gate(route: route, pushed: 0, toOld: false)
+      case 50: return .gate(route: route, pushed: 2, toOld: true)
+      case 51: return .gate(route: route, pushed: 1, toOld: true)
+      case 52: return .gate(route: route, pushed: 0, toOld: true)
+      default: return nil
+      }
+    }
+    let index = Int((pc - stubAddress(0)) / Self.stubSize)
+    switch pc - stubAddress(index) {
+    case 0: return .stub(index: index, rcxPushed: false, switched: false)
+    case 1, 8: return .stub(index: index, rcxPushed: true, switched: false)
+    case 11: return .stub(index: index, rcxPushed: true, switched: true)
+    case 12: return .stub(index: index, rcxPushed: false, switched: true)
+    default: return nil
+    }
+  }
+
   /// A table entry once its thread has switched (no TLS pointer is odd).
   public static func isSwitched(_ entry: [UInt8]) -> Bool { entry.first.map { $0 & 1 == 1 } ?? false }
 
