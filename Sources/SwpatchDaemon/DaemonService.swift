@@ -111,7 +111,7 @@ public final class DaemonService: @unchecked Sendable {
       reply(
         WireCoding.line(
           Response.success(audit.records(pid: request.pid, uid: peer.isRoot ? nil : peer.uid))))
-    case .attach, .enable, .disable:
+    case .attach, .enable, .disable, .remove:
       worker.async {
         guard !cancellation.isCancelled else { return reply(self.cancelled(request, caller: peer)) }
         reply(self.change(request, caller: peer))
@@ -224,6 +224,9 @@ public final class DaemonService: @unchecked Sendable {
     case .enable:
       try Authorizer.mayChange(pid: pid, library: nil, caller: caller)
       return try engine.enable(pid: pid, patchID: request.patchID!, options: options)
+    case .remove:
+      try Authorizer.mayChange(pid: pid, library: nil, caller: caller)
+      return try engine.remove(pid: pid, patchID: request.patchID!, options: options)
     default:
       try Authorizer.mayChange(pid: pid, library: nil, caller: caller)
       return try engine.disable(pid: pid, patchID: request.patchID!, options: options)

@@ -91,13 +91,26 @@ public final class Engine: Sendable {
       }
       // Planned once before the target is touched, so every refusal comes first; the
       // addresses are link-time offsets until the library is loaded.
-      let draft = try state.planAttach(patch(bias: 0), policy: policy)
+      let upgrade = options.upgrade == true
+      func plan(bias: UInt64) throws -> Plan {
+        upgrade
+          ? try state.planUpgrade(patch(bias: bias)) : try state.planAttach(patch(bias: bias), policy: policy)
+      }
+      let draft = try plan(bias: 0)
+      // The old build is not unloaded here: a thread switched on return may still be in
+      // it, and `remove` unloads only the library of the build a patch names now.
+      let upgradeNotes =
+        upgrade
+        ? state.patch(file.id).map {
+          ["the old build (SHA-256 \($0.sha256 ?? "unknown")) stays loaded in the target"]
+        } ?? [] : []
       return PreparedOperation(
         state: state, draft: draft, patchID: file.id, image: image, sizes: resolved.sizes,
-        objectBytes: resolved.objectBytes, notes: resolved.notes + externs.notes, externs: externs.lines,
+        objectBytes: resolved.objectBytes, notes: resolved.notes + externs.notes + upgradeNotes,
+        externs: externs.lines,
         library: LibraryToLoad(
           stored: stored, elf: library, shownAs: file.library, near: sites[0].oldAddr, edits: externs.edits,
-          replan: { bias in try state.planAttach(patch(bias: bias), policy: policy) }))
+          replan: { bias in try plan(bias: bias) }))
     }
   }
 
@@ -107,7 +120,25 @@ public final class Engine: Sendable {
   public func enable(pid: Int32, patchID: String, options: OperationOptions = .init()) throws
     -> OperationReport
   {
-    try change(pid: pid, options: options) { try $0.planEnable(patchID) }
+    try change(
+      pid: pid, options: options,
+      notes: { state in
+        state.patch(patchID).map { Self.changedOnDisk($0) } ?? []
+      }
+    ) { try $0.planEnable(patchID) }
+  }
+
+  /// Says so when the library file a patch was attached from no longer holds the
+  /// content that was stored for it: enable brings back the stored copy, not the file.
+  static func changedOnDisk(_ patch: Patch) -> [String] {
+    guard let stored = patch.sha256 else { return [] }
+    let now = LibraryStore.sha256(ofFileAt: patch.library)
+    guard now != stored else { return [] }
+    let found = now.map { "now has SHA-256 \($0)" } ?? "can no longer be read"
+    return [
+      "\(patch.library) has changed since '\(patch.id)' was stored (stored SHA-256 \(stored); the file \(found));"
+        + " enabled the stored copy. To run the new build, attach it with --upgrade or under a new id"
+    ]
   }
 
   /// Disables a patch, as the target's policy allows.
@@ -118,7 +149,8 @@ public final class Engine: Sendable {
   }
 
   private func change(
-    pid: Int32, options: OperationOptions, planning: @escaping (TargetState) throws -> Plan
+    pid: Int32, options: OperationOptions, notes: @escaping (TargetState) -> [String] = { _ in [] },
+    planning: @escaping (TargetState) throws -> Plan
   ) throws -> OperationReport {
     try failingAsExited(pid) {
       try retryingWhileBlocked(options) {
@@ -128,6 +160,7 @@ public final class Engine: Sendable {
           }
           let plan = try planning(state)
           var operation = PreparedOperation(state: state, draft: plan, patchID: plan.operation.patchID)
+          operation.notes = notes(state)
           guard !plan.effects.isEmpty else { return operation }
           try process.checkPatchable()
           operation.sizes = try functionSizes(plan, pid: pid)
@@ -143,7 +176,7 @@ public final class Engine: Sendable {
   /// Runs `body` on `pid`; if it fails and the process has exited (or is being killed)
   /// since it began, the failure is `processExited`, whichever step noticed first:
   /// ESRCH from ptrace, a /proc file read empty, a symbol missing from maps that vanished.
-  private func failingAsExited<T>(_ pid: Int32, _ body: () throws -> T) throws -> T {
+  func failingAsExited<T>(_ pid: Int32, _ body: () throws -> T) throws -> T {
     let before = try? TargetProcess.inspect(pid)
     do {
       return try body()
@@ -513,7 +546,7 @@ public final class Engine: Sendable {
     return sizes
   }
 
-  private func report(
+  func report(
     _ plan: Plan, state: TargetState, patch: Patch, dryRun: Bool, stopped: Duration, notes: [String]
   ) -> OperationReport {
     OperationReport(

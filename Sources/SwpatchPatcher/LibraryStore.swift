@@ -90,6 +90,11 @@ public struct LibraryStore: Sendable {
     if library.isNew { unlink(library.path) }
   }
 
+  /// Removes the copy of content `sha256`, once no patch of any target names it.
+  public func discard(sha256: String) {
+    unlink(state.library(sha256: sha256))
+  }
+
   /// Removes copies left half-written by a daemon that died while admitting.
   public func removeLeftovers() {
     for path in state.libraryLeftovers() { unlink(path) }
@@ -122,6 +127,31 @@ public struct LibraryStore: Sendable {
         }
         offset += written
       }
+    }
+    var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+    var length: UInt32 = 0
+    EVP_DigestFinal_ex(context, &digest, &length)
+    return hexBytes(Array(digest.prefix(Int(length))))
+  }
+
+  /// The SHA-256 of the regular file at `path` (read a chunk at a time), or nil when it
+  /// is not one or cannot be read: how `enable` tells that the file on disk has changed.
+  static func sha256(ofFileAt path: String) -> String? {
+    var info = stat()
+    guard stat(path, &info) == 0, notRegularFile(info.st_mode) == nil else { return nil }
+    let input = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard input >= 0 else { return nil }
+    defer { close(input) }
+    guard let context = EVP_MD_CTX_new() else { return nil }
+    defer { EVP_MD_CTX_free(context) }
+    EVP_DigestInit_ex(context, EVP_sha256(), nil)
+    var chunk = [UInt8](repeating: 0, count: chunkSize)
+    while true {
+      let count = read(input, &chunk, chunk.count)
+      if count < 0 && errno == EINTR { continue }
+      guard count >= 0 else { return nil }
+      if count == 0 { break }
+      EVP_DigestUpdate(context, chunk, count)
     }
     var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
     var length: UInt32 = 0

@@ -394,6 +394,10 @@ final class Transaction {
 
   /// dlopen and friends live in libc.so.6 since glibc 2.34 (libdl before that).
   private func loaderFunction(_ name: String, in image: ProcessImage) throws -> UInt64 {
+    try Self.loaderFunction(name, in: image)
+  }
+
+  static func loaderFunction(_ name: String, in image: ProcessImage) throws -> UInt64 {
     for object in ["libc.so.6", "libdl.so.2"] {
       if let symbol = image.candidates(name, in: object).first { return symbol.address }
     }

@@ -36,6 +36,18 @@ extension StoppedTarget {
     return identity
   }
 
+  /// The target's descriptors open on the file `identity`: how a memfd of ours is found
+  /// again when its library is unloaded (the registry keeps no descriptor numbers).
+  public func descriptors(of identity: FileIdentity) throws(ProcessError) -> [Int32] {
+    try checkHeld()
+    let folder = "\(directory)/fd"
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else {
+      throw .io(path: folder, errno: Errno(rawValue: errno))
+    }
+    return names.compactMap(Int32.init).filter { FileIdentity.of(path: "\(folder)/\($0)") == identity }
+      .sorted()
+  }
+
   /// Copies the file at `source` into the file behind the target's descriptor `fd`,
   /// through /proc, which reaches it whatever mount namespace the target lives in; a
   /// chunk at a time, so a large file is never held in memory whole.

@@ -131,6 +131,9 @@ public struct OperationOptions: Codable, Sendable, Equatable {
   public var retryFor: Double
   /// Load a library that runs code when loaded (constructors); refused otherwise.
   public var allowConstructors: Bool = false
+  /// attach: put the new build in place of a known patch of the same id (nil, left out
+  /// of the JSON, when not asked).
+  public var upgrade: Bool?
 
   public init(
     dryRun: Bool = false, loadTimeout: Double = 5, force: Bool = false,
@@ -150,6 +153,7 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     case force
     case retryFor = "retry_for"
     case allowConstructors = "allow_constructors"
+    case upgrade
   }
 
   public init(from decoder: any Decoder) throws {
@@ -160,6 +164,7 @@ public struct OperationOptions: Codable, Sendable, Equatable {
     consistency = try c.decodeIfPresent(Consistency.self, forKey: .consistency) ?? .stack
     retryFor = try c.decodeIfPresent(Double.self, forKey: .retryFor) ?? 5
     allowConstructors = try c.decodeIfPresent(Bool.self, forKey: .allowConstructors) ?? false
+    upgrade = try c.decodeIfPresent(Bool.self, forKey: .upgrade)
     // A request line is anyone's input: the CLI's bounds hold here too, so no value
     // (1e300, a negative) reaches a conversion that would trap and take the daemon down.
     guard Self.loadTimeoutRange.contains(loadTimeout), loadTimeout > 0 else {

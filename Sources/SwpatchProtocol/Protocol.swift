@@ -14,10 +14,12 @@ public enum DaemonProtocol {
 
 /// What a client asks for.
 public enum RequestOp: String, Codable, Sendable, CaseIterable {
-  case attach, enable, disable, status, log, ping, rules
+  case attach, enable, disable, remove, status, log, ping, rules
 
   /// Operations that change a target and the registry, and go through the worker.
-  public var changesState: Bool { self == .attach || self == .enable || self == .disable }
+  public var changesState: Bool {
+    self == .attach || self == .enable || self == .disable || self == .remove
+  }
 }
 
 /// One request line. Fields that an operation does not use are ignored.
@@ -30,7 +32,7 @@ public struct Request: Codable, Sendable {
   /// a file on a client's behalf) and its absolute path (anchors a relative `library`).
   public var patch: String?
   public var patchPath: String?
-  /// enable/disable: the patch id.
+  /// enable/disable/remove: the patch id.
   public var patchID: String?
   public var policy: DisablePolicy?
   public var options: OperationOptions?

@@ -47,6 +47,18 @@ extension TargetState {
     switch plan.operation {
     case .attach, .enable: redirects = true
     case .disable: redirects = false
+    case .upgrade(let id):
+      // The old build is retired wherever it sits: on top (the slot), and lower down
+      // (the `prev` cell of the entry above calls it).
+      for hook in sortedHooks {
+        for entry in hook.stack where entry.patch == id {
+          add(
+            LeavingVersion(
+              site: hook.site, kind: .replacement(patch: id), name: entry.replacement, address: entry.address)
+          )
+        }
+      }
+      return versions
     }
     for effect in plan.effects {
       let hook = hooks[effect.oldAddr]

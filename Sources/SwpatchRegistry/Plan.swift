@@ -138,10 +138,12 @@ public enum Operation: Equatable, Sendable, Codable, CustomStringConvertible {
   case attach(patchID: String)
   case enable(patchID: String)
   case disable(patchID: String)
+  /// A new build of a known patch put in place of the old one in every stack position.
+  case upgrade(patchID: String)
 
   public var patchID: String {
     switch self {
-    case .attach(let id), .enable(let id), .disable(let id): id
+    case .attach(let id), .enable(let id), .disable(let id), .upgrade(let id): id
     }
   }
 
@@ -150,6 +152,7 @@ public enum Operation: Equatable, Sendable, Codable, CustomStringConvertible {
     case .attach: "attach"
     case .enable: "enable"
     case .disable: "disable"
+    case .upgrade: "upgrade"
     }
   }
 
@@ -165,6 +168,7 @@ public enum Operation: Equatable, Sendable, Codable, CustomStringConvertible {
     case "attach": self = .attach(patchID: id)
     case "enable": self = .enable(patchID: id)
     case "disable": self = .disable(patchID: id)
+    case "upgrade": self = .upgrade(patchID: id)
     default:
       throw DecodingError.dataCorruptedError(
         forKey: .kind, in: c, debugDescription: "unknown operation '\(kind)'")

@@ -18,6 +18,15 @@ extension TargetState {
     return try plan(.attach(patchID: patch.id), attaching: attached, policy: requested)
   }
 
+  /// Plans putting `patch`, a new build of the known patch of the same id (same
+  /// functions, another library), in place of the old one: every stack entry of the old
+  /// build becomes the new build's, in the same position, and every `prev` cell of those
+  /// stacks is written again. Its state (enabled or disabled) does not change.
+  public func planUpgrade(_ patch: Patch) throws -> Plan {
+    let upgraded = try validatedForUpgrade(patch)
+    return try plan(.upgrade(patchID: patch.id), attaching: upgraded, policy: nil)
+  }
+
   public func planEnable(_ id: String) throws -> Plan {
     try plan(.enable(patchID: id), attaching: nil, policy: nil)
   }
@@ -35,7 +44,13 @@ extension TargetState {
     guard plan.generation == generation else {
       throw RegistryError.stalePlan(pid: id.pid, planned: plan.generation, current: generation)
     }
-    if let patch = plan.patch { _ = try validatedForAttach(patch, policy: plan.policy) }
+    if let patch = plan.patch {
+      if case .upgrade = plan.operation {
+        _ = try validatedForUpgrade(patch)
+      } else {
+        _ = try validatedForAttach(patch, policy: plan.policy)
+      }
+    }
     // Replaying is deterministic for an unchanged generation; a mismatch means the plan was tampered with.
     let outcome = try self.outcome(
       plan.operation, attaching: plan.patch, policy: plan.patch == nil ? nil : plan.policy)
@@ -77,6 +92,11 @@ extension TargetState {
 
   private func validatedForAttach(_ patch: Patch, policy requested: DisablePolicy?) throws -> Patch {
     if let existing = self.patch(patch.id) {
+      // The same id with another build is never taken for "already applied": enabling
+      // the stored copy would silently run the old code.
+      if let stored = existing.sha256, let new = patch.sha256, stored != new {
+        throw RegistryError.libraryChanged(id: patch.id, pid: id.pid, stored: stored, new: new)
+      }
       throw RegistryError.alreadyApplied(id: patch.id, pid: id.pid, state: existing.state)
     }
     if let requested, requested != policy, !patches.isEmpty {
@@ -104,6 +124,35 @@ extension TargetState {
     return attached
   }
 
+  /// A new build of a known patch: the same functions, `requires` and `replace` (only
+  /// the library changes), and other content than the stored one.
+  private func validatedForUpgrade(_ patch: Patch) throws -> Patch {
+    guard let existing = self.patch(patch.id) else {
+      throw RegistryError.unknownPatch(id: patch.id, pid: id.pid, known: patchIDs)
+    }
+    if existing.sha256 != nil && existing.sha256 == patch.sha256 {
+      throw RegistryError.alreadyApplied(id: patch.id, pid: id.pid, state: existing.state)
+    }
+    func names(_ p: Patch) -> [String] {
+      p.functions.map { "\($0.site.name)@\(hexAddress($0.site.oldAddr))" }.sorted()
+    }
+    var differences: [String] = []
+    if names(existing) != names(patch) {
+      differences.append(
+        "it replaces \(names(patch).joined(separator: ", ")), the stored build \(names(existing).joined(separator: ", "))"
+      )
+    }
+    if Set(existing.requires) != Set(patch.requires) { differences.append("its requires differ") }
+    if existing.replace != patch.replace { differences.append("its replace differs") }
+    if !differences.isEmpty {
+      throw RegistryError.upgradeMismatch(id: patch.id, reason: differences.joined(separator: "; "))
+    }
+    var upgraded = patch
+    upgraded.state = existing.state
+    upgraded.enableSeq = existing.enableSeq
+    return upgraded
+  }
+
   /// Runs the operation on a copy of the model; `patch` is the validated patch for attach.
   func outcome(_ operation: Operation, attaching patch: Patch?, policy requested: DisablePolicy?) throws
     -> Outcome
@@ -120,6 +169,21 @@ extension TargetState {
       try checkRequirements(of: patch)
       out.patches.append(patch)
       push(at: out.patches.count - 1, into: &out)
+    case .upgrade(let patchID):
+      guard let patch, patch.id == patchID else {
+        throw RegistryError.invalidPatch(id: patchID, reason: "the plan does not carry the patch; plan again")
+      }
+      let i = try position(of: patchID)
+      out.patches[i] = patch
+      let builds = Dictionary(patch.functions.map { ($0.site.oldAddr, $0) }, uniquingKeysWith: { a, _ in a })
+      for (addr, stack) in out.stacks {
+        out.stacks[addr] = stack.map { entry in
+          guard entry.patch == patchID, let new = builds[addr] else { return entry }
+          return StackEntry(
+            patch: patchID, replacement: new.replacement, address: new.replacementAddr, prevCell: new.prevCell
+          )
+        }
+      }
     case .enable(let patchID):
       let i = try position(of: patchID)
       guard patches[i].state == .disabled else {

@@ -17,6 +17,16 @@ public struct StackBlocker: Equatable, Sendable, Codable {
 /// Why the registry refused an operation; nothing was changed when one is thrown.
 public enum RegistryError: CodedError, Equatable, Sendable {
   case alreadyApplied(id: String, pid: Int32, state: PatchState)
+  /// An attach of an id the target knows, with a library whose content differs from the
+  /// one stored for it (`stored` and `new` are SHA-256s).
+  case libraryChanged(id: String, pid: Int32, stored: String, new: String)
+  /// `attach --upgrade` with a build that differs from the stored patch in more than its
+  /// library (its functions, `requires` or `replace`).
+  case upgradeMismatch(id: String, reason: String)
+  /// `remove` of a patch that is still enabled.
+  case patchEnabled(id: String, pid: Int32)
+  /// `remove` of a patch that other patches (enabled or not) require.
+  case stillRequired(id: String, dependants: [String])
   case policyMismatch(pid: Int32, existing: DisablePolicy, requested: DisablePolicy)
   case unknownPatch(id: String, pid: Int32, known: [String])
   case alreadyEnabled(id: String, pid: Int32)
@@ -35,6 +45,10 @@ public enum RegistryError: CodedError, Equatable, Sendable {
   public var code: String {
     switch self {
     case .alreadyApplied: "already_applied"
+    case .libraryChanged: "library_changed"
+    case .patchEnabled: "patch_enabled"
+    case .upgradeMismatch: "upgrade_mismatch"
+    case .stillRequired: "still_required"
     case .policyMismatch: "policy_mismatch"
     case .unknownPatch: "unknown_patch"
     case .alreadyEnabled: "already_enabled"
@@ -54,6 +68,20 @@ public enum RegistryError: CodedError, Equatable, Sendable {
     case .alreadyApplied(let id, let pid, let state):
       return
         "patch '\(id)' is already applied to pid \(pid) (\(state.rawValue)); use `swpatch enable`/`disable`"
+    case .libraryChanged(let id, let pid, let stored, let new):
+      return "patch '\(id)' on pid \(pid) was attached from a library with SHA-256 \(stored);"
+        + " the library given now has SHA-256 \(new). Nothing was changed. To run the new build,"
+        + " `swpatch attach --upgrade` puts it in place of the old one, or attach it under a new id"
+        + " (`swpatch enable` would bring back the stored copy, not the new build)"
+    case .upgradeMismatch(let id, let reason):
+      return "cannot upgrade '\(id)': \(reason); an upgrade replaces only the library. Attach the"
+        + " new build under a new id (or disable, remove and attach it again)"
+    case .patchEnabled(let id, let pid):
+      return "cannot remove '\(id)' from pid \(pid): it is enabled; `swpatch disable \(pid) \(id)` first"
+    case .stillRequired(let id, let dependants):
+      let verb = dependants.count == 1 ? "requires" : "require"
+      return "cannot remove '\(id)': \(dependants.joined(separator: ", ")) \(verb) it (enabling"
+        + " \(dependants.count == 1 ? "it" : "them") again needs it); remove \(dependants.joined(separator: ", ")) first"
     case .policyMismatch(let pid, let existing, let requested):
       return "target \(pid) uses policy '\(existing.rawValue)'; it cannot change while patches are applied"
         + " (requested '\(requested.rawValue)'; omit the policy or pass '\(existing.rawValue)')"

@@ -108,6 +108,22 @@ public final class ProcessImage: @unchecked Sendable {
     objects.first { object in object.mappings.contains { $0.start <= address && address < $0.end } }
   }
 
+  /// The code symbol whose bytes hold `address` (for naming the function a thread is in).
+  public func function(containing address: UInt64) -> ResolvedSymbol? {
+    guard let object = object(containing: address), let elf = elf(of: object) else { return nil }
+    let offset = address &- object.loadBias
+    for name in elf.names {
+      for (index, symbol) in elf.symbols(named: name).enumerated()
+      where symbol.kind.isCode && symbol.value <= offset && offset < symbol.value &+ symbol.size {
+        return ResolvedSymbol(
+          name: name, object: object.name, objectPath: object.path, address: object.loadBias &+ symbol.value,
+          size: symbol.size, binding: symbol.binding, kind: symbol.kind, sympos: index + 1,
+          buildID: object.buildID)
+      }
+    }
+    return nil
+  }
+
   /// The loaded object whose file is `device:inode` (how a just-loaded library is found).
   public func object(device: String, inode: UInt64) -> LoadedObject? {
     objects.first { $0.device == device && $0.inode == inode }

@@ -36,7 +36,8 @@ struct Swpatch: ParsableCommand {
       SWPATCH_DEBUG_ROOT (default /usr/lib/debug).
       """,
     subcommands: [
-      Attach.self, Enable.self, Disable.self, Status.self, Rules.self, Run.self, Log.self, Symbols.self,
+      Attach.self, Enable.self, Disable.self, Remove.self, Status.self, Rules.self, Run.self, Log.self,
+      Symbols.self,
       New.self, Daemon.self,
     ])
 }
@@ -132,7 +133,10 @@ enum Output {
 
   static func describe(_ report: OperationReport) -> String {
     var lines: [String] = []
-    let past = ["attach": "attached", "enable": "enabled", "disable": "disabled"]
+    let past = [
+      "attach": "attached", "enable": "enabled", "disable": "disabled", "remove": "removed",
+      "upgrade": "upgraded",
+    ]
     let verb = report.dryRun ? "would \(report.operation)" : past[report.operation] ?? report.operation
     lines.append("\(verb) '\(report.patch)' on pid \(report.pid) (policy \(report.policy))")
     if report.dryRun || report.operation != "attach" || !report.alsoDisabled.isEmpty {
@@ -188,7 +192,9 @@ struct Attach: ParsableCommand {
     discussion: """
       Every function of the patch goes in together or none does. The first patch
       of a target fixes its disable policy: `stack` (disable only from the top,
-      like undo) or `any` (disable in any order). Example:
+      like undo) or `any` (disable in any order). A rebuilt library under a known
+      id is refused (library_changed); --upgrade puts it in place of the old build.
+      Example:
         swpatch attach 4242 Fixtures/build/fix-compute.json --policy any
       """)
 
@@ -212,6 +218,11 @@ struct Attach: ParsableCommand {
       "Load a library that runs code when loaded (constructors). Refused by default: a constructor that aborts, exits or blocks runs inside the target."
   )
   var allowConstructors = false
+  @Flag(
+    help:
+      "Put this build of the library in place of the one stored for a patch of the same id, in every stack position it holds, in one stop (same functions required)."
+  )
+  var upgrade = false
   @OptionGroup var consistency: ConsistencyOptions
   @OptionGroup var common: CommonOptions
 
@@ -237,6 +248,7 @@ struct Attach: ParsableCommand {
       }
       var options = OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)
       options.allowConstructors = allowConstructors
+      options.upgrade = upgrade ? true : nil
       let request = Request(
         op: .attach, patch: String(decoding: data, as: UTF8.self), patchPath: path, policy: policy,
         options: consistency.apply(to: options), allOf: allOf.absolutePath, ruleOnly: ruleOnly ? true : nil)
@@ -250,6 +262,7 @@ struct Attach: ParsableCommand {
       }
       var options = OperationOptions(dryRun: dryRun, loadTimeout: loadTimeout, force: force)
       options.allowConstructors = allowConstructors
+      options.upgrade = upgrade ? true : nil
       let request = Request(
         op: .attach, pid: pid, patch: String(decoding: data, as: UTF8.self), patchPath: path,
         policy: policy, options: consistency.apply(to: options))
@@ -322,6 +335,44 @@ struct Disable: ParsableCommand {
 
   func run() throws {
     try change.run(.disable)
+  }
+}
+
+struct Remove: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Take a disabled patch out for good: forget it and unload its library.",
+    discussion: """
+      The patch must be disabled, and no other patch may require it. Its library is
+      unloaded (dlclose in the target, then its memfd closed) once no thread has a
+      frame in its code, retried for --retry-for; a library another patch uses, or
+      that another patch's prev cell points into, stays loaded and the report says why.
+      Example:
+        swpatch disable 4242 fix-compute && swpatch remove 4242 fix-compute
+      """)
+  @Argument(help: "Pid of the patched process.") var pid: Int32
+  @Argument(help: "The id of the patch, as in its patch file.") var patchID: String
+  @Flag(help: "Print what would be removed and change nothing.") var dryRun = false
+  @Option(
+    help:
+      "How long to retry while a thread is inside the library: 5s, 500ms, 2.5 (seconds); 0-600 s. (default: 5s)",
+    transform: { text in
+      guard let seconds = OperationOptions.seconds(parsing: text), seconds <= 600 else {
+        throw ValidationError("'\(text)' is not a duration between 0 and 600 s; write e.g. 5s, 500ms or 2.5")
+      }
+      return seconds
+    })
+  var retryFor: Double = 5
+  @OptionGroup var common: CommonOptions
+
+  func run() throws {
+    try Output.run(json: common.json) {
+      var options = OperationOptions(dryRun: dryRun)
+      options.retryFor = retryFor
+      let request = Request(op: .remove, pid: pid, patchID: patchID, options: options)
+      return try common.client().call(request, as: OperationReport.self)
+    } text: {
+      Output.describe($0)
+    }
   }
 }
 

@@ -70,6 +70,8 @@ import Testing
       .unknownPatch(id: "p", pid: 1, known: []), .requiredBy(id: "p", dependants: ["q"]),
       .missingRequirement(id: "p", pid: 1, missing: ["q"]), .invalidPatch(id: "p", reason: ""),
       .policyMismatch(pid: 1, existing: .stack, requested: .any),
+      .libraryChanged(id: "p", pid: 1, stored: "aa", new: "bb"), .patchEnabled(id: "p", pid: 1),
+      .stillRequired(id: "p", dependants: ["q"]), .upgradeMismatch(id: "p", reason: ""),
     ]
     var errors: [any CodedError] = process + symbols + patcher + registry
     errors.append(PatchFileError(path: "/p.json", problem: "is not valid JSON"))
