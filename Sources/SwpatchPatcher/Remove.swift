@@ -4,6 +4,7 @@ import SwpatchProcess
 import SwpatchProtocol
 import SwpatchRegistry
 import SwpatchSymbols
+import SwpatchX86
 
 /// A library `remove` unloads: where it is mapped and the frames that keep it.
 struct LibraryToUnload {
@@ -94,7 +95,7 @@ extension Engine {
     for library in removal.unload {
       // A dlopen handle is glibc's link_map, whose first word is the load bias: where
       // the library's first mapping starts.
-      let bias = (try? target.read(at: library.handle, count: 8)).map(StackCheck.word)
+      let bias = (try? target.read(at: library.handle, count: 8)).map(X86.word)
       guard let bias, let first = maps.first(where: { $0.start == bias && isOurMemfd($0) }) else {
         notes.append(
           "library \(library.path) stays listed: handle \(hexAddress(library.handle)) no longer names a library of ours"
@@ -113,7 +114,7 @@ extension Engine {
           guard let cell = function.prevCell, let bytes = try? target.read(at: cell, count: 8) else {
             continue
           }
-          let value = StackCheck.word(bytes)
+          let value = TrampolineSlot.target(ofCell: bytes)
           if candidate.ranges.contains(where: { $0.contains(value) }) {
             notes.append(
               "library \(candidate.library.path) stays loaded: the prev cell of patch '\(patch.id)'"

@@ -438,11 +438,11 @@ final class Transaction {
           try removeHook(oldAddr, install, file: objectBytes[oldAddr])
           continue
         }
-        let current = StackCheck.word(try target.read(at: install.cellAddr, count: 8))
+        let current = TrampolineSlot.target(ofCell: try target.read(at: install.cellAddr, count: 8))
         deferredRemovals.append((oldAddr, install))
         changedCells.append(ChangedCell(cell: install.cellAddr, old: current, new: install.prologueAddr ?? 0))
       case .setPrev(let oldAddr, let cell, let to):
-        let before = StackCheck.word(try target.read(at: cell, count: 8))
+        let before = TrampolineSlot.target(ofCell: try target.read(at: cell, count: 8))
         let value = try address(of: to, at: oldAddr, installs: installs)
         try write(TrampolineSlot.cell(target: value), at: cell)
         changedCells.append(ChangedCell(cell: cell, old: before, new: value))
@@ -537,7 +537,7 @@ final class Transaction {
     let slot = install.slotAddr..<install.slotAddr + TrampolineSlot.size
     for thread in try threadPositions() where slot.contains(thread.rip) {
       let cell = try target.read(at: install.cellAddr, count: 8)
-      try move(thread.tid, from: thread.rip, to: cell.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+      try move(thread.tid, from: thread.rip, to: TrampolineSlot.target(ofCell: cell))
     }
   }
 

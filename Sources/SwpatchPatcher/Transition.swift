@@ -42,10 +42,7 @@ extension StackCheck {
     var points: [CatchPoint] = []
     var firstBlocker: BlockingThread?
     for stack in stacks {
-      let inside = stack.frames.compactMap { frame in
-        guarded.first { $0.range.contains(frame.address) }.map { (frame, $0) }
-      }
-      guard let (outermost, code) = inside.last else { continue }
+      guard let (outermost, code) = outermostGuarded(stack) else { continue }
       let blocker = BlockingThread.inside(tid: stack.tid, function: code.label, frame: outermost)
       guard allowed, let point = try catchPoint(stack, outermost: outermost, code: code, in: target) else {
         firstBlocker = firstBlocker ?? blocker
@@ -74,9 +71,13 @@ extension StackCheck {
     let caller = stack.frames[outermost.index + 1]
     guard !caller.isActivation, let sp = caller.stackPointer, sp >= 8 else { return nil }
     let slot = sp - 8
-    guard (try? target.read(at: slot, count: 8)).map(Self.word) == caller.pc else { return nil }
+    guard (try? target.read(at: slot, count: 8)).map(TrampolineSlot.target(ofCell:)) == caller.pc else {
+      return nil
+    }
     let tls = try target.registers(of: stack.tid).fsBase
-    guard tls != 0, tls & 1 == 0, (try? target.read(at: tls, count: 8)).map(Self.word) == tls else {
+    guard tls != 0, tls & 1 == 0,
+      (try? target.read(at: tls, count: 8)).map(TrampolineSlot.target(ofCell:)) == tls
+    else {
       return nil
     }
     return CatchPoint(
@@ -84,8 +85,11 @@ extension StackCheck {
       frame: outermost)
   }
 
-  static func word(_ bytes: [UInt8]) -> UInt64 {
-    bytes.count == 8 ? bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } : 0
+  /// The frame of `stack` nearest its bottom that is inside guarded code, with that code.
+  private func outermostGuarded(_ stack: ThreadStack) -> (StackFrame, GuardedCode)? {
+    stack.frames.last { frame in guarded.contains { $0.range.contains(frame.address) } }.map { frame in
+      (frame, guarded.first { $0.range.contains(frame.address) }!)
+    }
   }
 
   /// Whether a thread's stack shows no guarded frame at all (after it left its frame by
@@ -93,10 +97,7 @@ extension StackCheck {
   func recatch(_ tid: Int32, in target: StoppedTarget) throws -> CatchPoint?? {
     let stacks = try StackUnwinder.stacks(of: target)
     guard let stack = stacks.first(where: { $0.tid == tid }) else { return .some(nil) }
-    let inside = stack.frames.compactMap { frame in
-      guarded.first { $0.range.contains(frame.address) }.map { (frame, $0) }
-    }
-    guard let (outermost, code) = inside.last else { return .some(nil) }
+    guard let (outermost, code) = outermostGuarded(stack) else { return .some(nil) }
     guard let point = try catchPoint(stack, outermost: outermost, code: code, in: target) else { return nil }
     return .some(point)
   }
@@ -234,7 +235,7 @@ extension Engine {
         // thread more often would only hold up the threads being waited for.
         let overwritten = waiting.contains { i in
           let slot = process.peek(at: pending.points[i].returnSlot, count: 8)
-          return slot.count == 8 && StackCheck.word(slot) != pending.page.stubAddress(i)
+          return slot.count == 8 && TrampolineSlot.target(ofCell: slot) != pending.page.stubAddress(i)
         }
         if let check, overwritten || now - lastLook >= .seconds(1) {
           let (_, held) = try tracer.withStoppedMeasured(pid) { target in
@@ -276,7 +277,7 @@ extension Engine {
       guard !pending.page.codeRange.contains(registers.rip) else { continue }
       // The frame is gone when the stack is above its slot, or when the slot no longer
       // holds the stub: a later call at the same depth pushed its own return address.
-      let slot = StackCheck.word(try target.read(at: point.returnSlot, count: 8))
+      let slot = TrampolineSlot.target(ofCell: try target.read(at: point.returnSlot, count: 8))
       guard registers.rsp > point.returnSlot || slot != pending.page.stubAddress(i) else { continue }
       switch try check.recatch(point.tid, in: target) {
       case .some(nil):
@@ -308,7 +309,10 @@ extension Engine {
       // longjmp-heavy load): it is sent on first, as the code would have sent it.
       try moveOutOfTransitionCode(pending, in: target)
       for (i, cell) in pending.cells.enumerated() {
-        guard StackCheck.word(try target.read(at: cell.cell, count: 8)) == pending.page.gateAddress(i) else {
+        guard
+          TrampolineSlot.target(ofCell: try target.read(at: cell.cell, count: 8))
+            == pending.page.gateAddress(i)
+        else {
           throw PatchError.drift(oldAddr: cell.cell, detail: "a cell does not hold its transition gate")
         }
         try transaction.write(TrampolineSlot.cell(target: cell.new), at: cell.cell)
@@ -380,7 +384,7 @@ extension Engine {
     for i in waiting where target.threads.contains(pending.points[i].tid) {
       let point = pending.points[i]
       let rsp = try target.registers(of: point.tid).rsp
-      let slot = StackCheck.word(try target.read(at: point.returnSlot, count: 8))
+      let slot = TrampolineSlot.target(ofCell: try target.read(at: point.returnSlot, count: 8))
       if rsp <= point.returnSlot, slot == pending.page.stubAddress(i) {
         try target.write(TrampolineSlot.cell(target: point.returnAddress), at: point.returnSlot)
       }

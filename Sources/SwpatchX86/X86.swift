@@ -32,6 +32,11 @@ public enum X86 {
     startsWithEndbr64(code) ? address + 4 : address
   }
 
+  /// The 8 little-endian bytes read back as a value (0 unless exactly 8 bytes).
+  public static func word(_ bytes: [UInt8]) -> UInt64 {
+    bytes.count == 8 ? bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } : 0
+  }
+
   static func littleEndian(_ value: UInt32) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian, Array.init)
   }
@@ -66,6 +71,8 @@ public enum TrampolineSlot {
 
   /// The 8 bytes stored into a cell to point it at `target`.
   public static func cell(target: UInt64) -> [UInt8] { X86.littleEndian(target) }
+  /// What a cell's 8 bytes point to (0 unless exactly 8 bytes): `cell(target:)` read back.
+  public static func target(ofCell bytes: [UInt8]) -> UInt64 { X86.word(bytes) }
 }
 
 /// The layout of a trampoline page: a header (an `int3`, then the code remote calls
