@@ -193,7 +193,8 @@ $(BENCHOUT)/bench-target: $(FIX)/bench-target.c $(BENCHOUT)/.generated
 $(BENCHOUT)/libbench-%.so: $(BENCHOUT)/.generated
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fPIC -shared -o $@ $(BENCHOUT)/libbench-$*.c
 
-bench-fixtures: $(BENCHOUT)/bench-target $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so)
+bench-fixtures: $(BENCHOUT)/bench-target $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so) \
+  $(FIXOUT)/hot $(FIXOUT)/libhot.so
 
 bench: deps bench-fixtures
 	@bash bench/setup.sh

@@ -3,14 +3,21 @@
 // Every call checks that compute and helper answered from one version (version N gives
 // N*100 + N: the original 101, libhot 202, libhot3 303): a mix means a thread ran old
 // and new code in one call chain. Each thread also counts
-// how often its version changed. The main thread samples, every 20 us, which workers
-// are inside compute, and prints a line every 100 ms:
-//   calls=C mixed=M flips=F v1=A v2=B inside=P jumps=J cancels=K
-// Usage: hot THREADS [plain|longjmp|park]
+// how often its version changed, and, with HOT_GAPS=1 in the environment (reading the
+// clock every 16th call costs compute about a tenth of its share, so only the bench
+// asks), the longest gap between two of its calls: a stop, or a preemption.
+// The main thread samples, every 20 us, which workers are inside compute, and prints a
+// line every 100 ms:
+//   calls=C mixed=M flips=F v1=A v2=B inside=P jumps=J cancels=K progress=R maxgap_us=G
+// progress: the fewest calls any worker made since the previous line (0: one is stuck);
+// maxgap_us: the longest gap of any worker since the previous line.
+// Usage: hot THREADS [plain|longjmp|park|slow]
 //   longjmp: every 64th call leaves helper by longjmp back to the worker loop.
 //   park:    on SIGUSR1 worker 0 parks inside helper (in pause(), a cancellation
 //            point) and prints "parked tid=T"; on SIGUSR2 the main thread cancels it,
 //            joins it and prints "cancelled tid=T".
+//   slow:    helper spins for 20 ms: a transition waits that long for each thread, so
+//            that a kill of swpatch at a random instant often lands inside one.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -23,16 +30,26 @@
 #include <unistd.h>
 
 #define MAXT 64
-enum mode { PLAIN, LONGJMP, PARK };
+enum mode { PLAIN, LONGJMP, PARK, SLOW };
 static enum mode mode = PLAIN;
+static int gaps;
 
 // Read by the replacement too (-rdynamic).
 volatile int inside[MAXT];
+volatile long spin_ns;  // slow mode: how long every helper (old or new) spins
+void spin(void) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  do clock_gettime(CLOCK_MONOTONIC, &b);
+  while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < spin_ns);
+}
 __thread jmp_buf *escape;
 __thread long calls_here;
 
 struct counters {
   long calls, mixed, flips, v1, v2, jumps;
+  long reported;              // calls at the previous line (main thread only)
+  atomic_long maxgap_ns;      // reset by the main thread at each line
   int last;
   char pad[64];
 };
@@ -51,13 +68,14 @@ __attribute__((noinline)) int helper(int x) {
     printf("parked tid=%d\n", gettid());
     for (;;) pause();
   }
+  if (spin_ns) spin();
   return y + 1;
 }
 
 __attribute__((noinline)) int compute(int t) {
   inside[t] = 1;
   volatile int s = 0;
-  for (int i = 0; i < 60; i++) s += i;
+  for (int i = 0; i < 150; i++) s += i;
   int r = helper(0) + 100;
   inside[t] = 0;
   return r;
@@ -68,7 +86,16 @@ static void *worker(void *arg) {
   my_index = t;
   struct counters *c = &counts[t];
   jmp_buf here;
+  struct timespec then, now;
+  clock_gettime(CLOCK_MONOTONIC, &then);
   for (;;) {
+    if (gaps && (c->calls & 15) == 0) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      long gap = (now.tv_sec - then.tv_sec) * 1000000000L + (now.tv_nsec - then.tv_nsec);
+      if (gap > atomic_load_explicit(&c->maxgap_ns, memory_order_relaxed))
+        atomic_store_explicit(&c->maxgap_ns, gap, memory_order_relaxed);
+      then = now;
+    }
     if (mode == LONGJMP) {
       if (setjmp(here)) {
         inside[t] = 0;
@@ -101,6 +128,8 @@ int main(int argc, char **argv) {
   if (n < 1 || n > MAXT) n = 2;
   if (argc > 2 && strcmp(argv[2], "longjmp") == 0) mode = LONGJMP;
   if (argc > 2 && strcmp(argv[2], "park") == 0) mode = PARK;
+  if (argc > 2 && strcmp(argv[2], "slow") == 0) mode = SLOW, spin_ns = 20000000L;
+  gaps = getenv("HOT_GAPS") && strcmp(getenv("HOT_GAPS"), "1") == 0;
   signal(SIGTERM, on_term);
   signal(SIGUSR1, on_usr1);
   signal(SIGUSR2, on_usr2);
@@ -125,8 +154,13 @@ int main(int argc, char **argv) {
     }
     long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
     if (ms >= 100) {
-      long calls = 0, mixed = 0, flips = 0, v1 = 0, v2 = 0, jumps = 0;
+      long calls = 0, mixed = 0, flips = 0, v1 = 0, v2 = 0, jumps = 0, progress = -1, gap = 0;
       for (int t = 0; t < n; t++) {
+        long made = counts[t].calls - counts[t].reported;
+        counts[t].reported += made;
+        if (progress < 0 || made < progress) progress = made;
+        long g = atomic_exchange(&counts[t].maxgap_ns, 0);
+        if (g > gap) gap = g;
         calls += counts[t].calls;
         mixed += counts[t].mixed;
         v1 += counts[t].v1;
@@ -134,8 +168,10 @@ int main(int argc, char **argv) {
         jumps += counts[t].jumps;
         if (counts[t].flips > flips) flips = counts[t].flips;
       }
-      printf("calls=%ld mixed=%ld flips=%ld v1=%ld v2=%ld inside=%ld jumps=%ld cancels=%ld\n", calls, mixed,
-             flips, v1, v2, samples ? in * 100 / samples : 0, jumps, (long)atomic_load(&cancels));
+      printf("calls=%ld mixed=%ld flips=%ld v1=%ld v2=%ld inside=%ld jumps=%ld cancels=%ld progress=%ld "
+             "maxgap_us=%ld\n",
+             calls, mixed, flips, v1, v2, samples ? in * 100 / samples : 0, jumps, (long)atomic_load(&cancels),
+             progress, gap / 1000);
       samples = in = 0;
       start = now;
     }

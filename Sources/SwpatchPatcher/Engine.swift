@@ -234,7 +234,7 @@ public final class Engine: Sendable {
         pid: pid, state: operation.state, session: session, options: options, check: check, catching: catching
       ) { transaction, target, points in
         try self.execute(
-          operation, in: transaction, points: points,
+          operation, in: transaction, points: points, options: options,
           recheck: { try check?.catchPoints(in: target, allowed: catching) ?? [] })
       }
       var longest = stopped
@@ -281,7 +281,7 @@ public final class Engine: Sendable {
   /// the plan's cells are gated and the operation waits for them (`PendingTransition`).
   func execute(
     _ operation: PreparedOperation, in transaction: Transaction, points: [CatchPoint] = [],
-    recheck: () throws -> [CatchPoint] = { [] }
+    options: OperationOptions = .init(), recheck: () throws -> [CatchPoint] = { [] }
   ) throws -> Executed {
     var plan = operation.draft
     var points = points
@@ -300,13 +300,19 @@ public final class Engine: Sendable {
       }
     }
     let installs = try transaction.execute(
-      plan, sizes: operation.sizes, objectBytes: operation.objectBytes, deferringRemovals: !points.isEmpty)
+      plan, sizes: operation.sizes, objectBytes: operation.objectBytes, underTransition: !points.isEmpty)
     let next = try operation.state.committing(
       plan, installs: installs, newPages: transaction.newPages, newLibraries: newLibraries)
     var executed = Executed(plan: plan, next: next, threadsMoved: transaction.threadsMoved)
     if !points.isEmpty {
       let routed = transaction.changedCells.filter { $0.old != $0.new }
-      let page = try transaction.beginTransition(points, cells: routed)
+      let page = try transaction.beginTransition(points, cells: routed) { page in
+        try transaction.journal?.record(
+          transition: TransitionRecord(
+            page: page, points: points, cells: routed, removals: transaction.deferredRemovals,
+            objectBytes: operation.objectBytes, plan: plan, before: operation.state, next: next,
+            acquired: transaction.acquired, options: options))
+      }
       executed.transition = PendingTransition(
         page: page, points: points, cells: routed, removals: transaction.deferredRemovals, plan: plan,
         next: next, writes: transaction.writes, journal: transaction.journal,
@@ -343,6 +349,21 @@ public final class Engine: Sendable {
       // A generation past the journal's: the registry did record the result.
       let current = (try? store.snapshot())?.target(id)?.generation ?? 0
       guard current == header.generation else { continue }
+      // A transition under way is finished forward (or reversed by `finish` itself, as
+      // a live daemon would); only one that cannot be rebuilt is simply put back.
+      if let transition = leftover.transition {
+        do {
+          if let message = try finishInterruptedTransition(
+            transition, writes: leftover.entries, journalPath: leftover.path)
+          {
+            done.append((id, message))
+            continue
+          }
+        } catch {
+          done.append((id, "an interrupted transition was reversed: \(error)"))
+          continue
+        }
+      }
       do {
         try tracer.withStopped(id.pid) { target in try UndoJournal.putBack(leftover.entries, into: target) }
         done.append(

@@ -411,9 +411,15 @@ final class Transaction {
   /// `objectBytes` holds, by old address, the object file's bytes from the function's
   /// first byte (see `TargetProcess.objectBytes`): what a new hook must find there and
   /// records as the original, and what a removed hook writes back.
+  ///
+  /// `underTransition`: the cells will go through gates (`beginTransition`), so no cell
+  /// switches here: a new hook's slot points at its relocated prologue (the original),
+  /// other cells keep their value, and removals wait. A swpatch killed before the gates
+  /// are written thus leaves nothing switched (measured before: 2.3 million mixed calls
+  /// in one killed round), and the next daemon's put-back finds the old versions running.
   func execute(
     _ plan: Plan, sizes: [UInt64: UInt64], objectBytes: [UInt64: [UInt8]] = [:],
-    deferringRemovals: Bool = false
+    underTransition: Bool = false
   ) throws -> [UInt64: HookInstall] {
     try moveThreadsOutOfEntries(plan, sizes: sizes)
     var installs: [UInt64: HookInstall] = [:]
@@ -421,7 +427,8 @@ final class Transaction {
       switch effect {
       case .installHook(let site, let replacement):
         let install = try installHook(
-          site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0, file: objectBytes[site.oldAddr])
+          site, pointingTo: replacement, size: sizes[site.oldAddr] ?? 0, file: objectBytes[site.oldAddr],
+          holding: underTransition)
         installs[site.oldAddr] = install
         changedCells.append(
           ChangedCell(cell: install.cellAddr, old: install.prologueAddr ?? 0, new: replacement))
@@ -431,10 +438,10 @@ final class Transaction {
           throw PatchError.drift(oldAddr: oldAddr, detail: "slot cell does not hold the expected replacement")
         }
         // One aligned 8-byte store: the function switches versions with no window.
-        try write(TrampolineSlot.cell(target: to), at: cell)
+        if !underTransition { try write(TrampolineSlot.cell(target: to), at: cell) }
         changedCells.append(ChangedCell(cell: cell, old: from, new: to))
       case .removeHook(let oldAddr, let install):
-        guard deferringRemovals else {
+        guard underTransition else {
           try removeHook(oldAddr, install, file: objectBytes[oldAddr])
           continue
         }
@@ -444,8 +451,10 @@ final class Transaction {
       case .setPrev(let oldAddr, let cell, let to):
         let before = TrampolineSlot.target(ofCell: try target.read(at: cell, count: 8))
         let value = try address(of: to, at: oldAddr, installs: installs)
-        try write(TrampolineSlot.cell(target: value), at: cell)
-        changedCells.append(ChangedCell(cell: cell, old: before, new: value))
+        // A cell still null belongs to a replacement no thread has run yet: nothing to
+        // gate, nobody to switch.
+        if !underTransition || before == 0 { try write(TrampolineSlot.cell(target: value), at: cell) }
+        if before != 0 { changedCells.append(ChangedCell(cell: cell, old: before, new: value)) }
       }
     }
     return installs
@@ -658,7 +667,7 @@ final class Transaction {
   /// Fills a slot pointing at `replacement`, then writes the entry jump to it. The slot
   /// is complete before the jump exists, so no thread can ever reach a half-made slot.
   private func installHook(
-    _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64, file: [UInt8]?
+    _ site: FunctionSite, pointingTo replacement: UInt64, size: UInt64, file: [UInt8]?, holding: Bool = false
   ) throws -> HookInstall {
     let code = try target.read(at: site.oldAddr, count: 16)
     let entry = X86.jumpSite(functionAt: site.oldAddr, code: code)
@@ -692,7 +701,9 @@ final class Transaction {
     }
     let prologue = try installPrologue(site, entry: entry, jump: jump, file: file)
     try refuseThreadsInside(entry..<entry + UInt64(jump.count))
-    try write(TrampolineSlot.bytes(target: replacement), at: slot.address)
+    // Held for a transition: the slot first leads to the original, until its gate.
+    let first = holding ? (prologue ?? replacement) : replacement
+    try write(TrampolineSlot.bytes(target: first), at: slot.address)
     try write(jump, at: entry)
     return HookInstall(
       slotAddr: slot.address, cellAddr: slot.address + TrampolineSlot.cellOffset, entryAddr: entry,

@@ -26,7 +26,7 @@ struct CatchPoint: Equatable {
 
 /// A cell an operation changes, and where its calls go for unswitched threads (`old`)
 /// and for the others (`new`).
-struct ChangedCell: Equatable {
+struct ChangedCell: Equatable, Codable {
   var cell: UInt64
   var old: UInt64
   var new: UInt64
@@ -145,7 +145,11 @@ extension Transaction {
   /// maps the transition page, points every changed cell at its gate and every caught
   /// thread's return address at its stub. Throws `StackBlocked` (rolled back with the
   /// rest) when an old version is not reachable any more, or the page is too small.
-  func beginTransition(_ points: [CatchPoint], cells: [ChangedCell]) throws -> TransitionPage {
+  /// `journaling` gets the page before any cell or return address is redirected, to
+  /// record what another daemon needs to finish the transition.
+  func beginTransition(
+    _ points: [CatchPoint], cells: [ChangedCell], journaling: (TransitionPage) throws -> Void = { _ in }
+  ) throws -> TransitionPage {
     let routed = cells.filter { $0.old != $0.new }
     func blocked() -> StackBlocked {
       let point = points[0]
@@ -164,6 +168,7 @@ extension Transaction {
         routes: routed.map { TransitionPage.Route(old: $0.old, new: $0.new) },
         returns: points.map(\.returnAddress))
     else { throw blocked() }
+    try journaling(page)
     try target.write(page.tableBytes, at: table)
     try target.write(page.bytes, at: base)
     for (i, cell) in routed.enumerated() {

@@ -43,7 +43,25 @@ final class UndoJournal {
     try append(Header(pid: target.pid, startTime: target.startTime, generation: generation))
   }
 
+  /// Goes on appending to the journal a dead daemon left at `path` (to finish its
+  /// transition); nil when it cannot be opened.
+  init?(reopening path: String) {
+    self.path = path
+    guard let fd = try? StateFile.openForAppending(path, truncate: false) else { return nil }
+    self.fd = fd
+  }
+
   deinit { try? fd?.close() }
+
+  /// One line: a transition another daemon can finish (see `TransitionRecord`).
+  private struct TransitionLine: Codable {
+    var transition: TransitionRecord
+  }
+
+  /// Records what finishing the operation's transition takes.
+  func record(transition: TransitionRecord) throws {
+    try append(TransitionLine(transition: transition))
+  }
 
   /// Records what is at `address` before it is overwritten.
   func record(address: UInt64, previous: [UInt8]) throws {
@@ -89,7 +107,9 @@ final class UndoJournal {
   /// The journals left behind in `directory` by operations that never finished: each
   /// header with its entries, oldest first. A torn last line (killed mid-append) is
   /// skipped: its write had not been made.
-  static func leftovers(in state: StateDirectory) -> [(path: String, header: Header, entries: [Entry])] {
+  static func leftovers(in state: StateDirectory) -> [(
+    path: String, header: Header, entries: [Entry], transition: TransitionRecord?
+  )] {
     let folder = state.journals
     let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
     return names.filter { $0.hasSuffix(".log") }.sorted().compactMap { name in
@@ -102,7 +122,10 @@ final class UndoJournal {
         return nil
       }
       let entries = lines.dropFirst().compactMap { try? JSONDecoder().decode(Entry.self, from: $0) }
-      return (path, header, entries)
+      let transition = lines.dropFirst().lazy.compactMap {
+        try? JSONDecoder().decode(TransitionLine.self, from: $0).transition
+      }.first
+      return (path, header, entries, transition)
     }
   }
 }

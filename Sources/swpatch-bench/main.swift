@@ -11,6 +11,7 @@ do {
   let report = Report()
   if env.runs("operations") { OperationBench(env: env, report: report).run() }
   if env.runs("peers") { PeerBench(env: env, report: report).run() }
+  if env.runs("hot") { HotBench(env: env, report: report).run() }
   var symbols = SymbolBench(env: env, report: report)
   if env.runs("symbols") { symbols.run() }
   if env.runs("memory") { MemoryBench(env: env, report: report).run(symbolsPeakMB: symbols.cliPeakMB) }

@@ -14,8 +14,13 @@ import Testing
   /// The fields of the fixture's last status line after `from`.
   static func counts(_ target: Fixture, from: Int) throws -> [String: Int] {
     let line = try #require(target.output.wait(from: from) { $0.hasPrefix("calls=") })
-    return Dictionary(
-      uniqueKeysWithValues: line.1.split(separator: " ").compactMap { field in
+    return fields(line.1)
+  }
+
+  /// The numeric fields of one status line of the fixture.
+  static func fields(_ line: String) -> [String: Int] {
+    Dictionary(
+      uniqueKeysWithValues: line.split(separator: " ").compactMap { field in
         let parts = field.split(separator: "=")
         return parts.count == 2 ? Int(parts[1]).map { (String(parts[0]), $0) } : nil
       })

@@ -87,7 +87,9 @@ import Testing
     sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let status = ws.swpatch("status", "\(target.pid)", "--json")
-    #expect(status.status == 0, "\(status.output)", sourceLocation: sourceLocation)
+    #expect(
+      status.status == 0, "\(status.output)\ndaemon log (end): \(ws.daemonLog.suffix(3000))",
+      sourceLocation: sourceLocation)
     let entry = (status.json?["targets"] as? [[String: Any]])?.first
     let state = (entry?["patches"] as? [[String: Any]])?.first { $0["id"] as? String == patch }?["state"]
     // No entry: the operation was never recorded, so there are no hooks to check. An
@@ -123,6 +125,8 @@ final class OperationUnderTest {
       Paths.swpatch, args, env: ["SWPATCH_STATE_DIR": workspace.stateDir, "SWPATCH_SOCKET": workspace.socket])
   }
 
+  private var reaped = false
+
   /// Sleeps `delay`, SIGKILLs the ptrace worker, and reaps the CLI.
   func kill(after delay: Duration) {
     usleep(UInt32(delay.microseconds))
@@ -131,9 +135,12 @@ final class OperationUnderTest {
     drain(output) { _ in }
     var status: Int32 = 0
     waitpid(cli, &status, 0)
+    reaped = true
   }
 
   deinit {
+    // A reaped pid is no longer ours to signal.
+    guard !reaped else { return }
     Glibc.kill(cli, SIGKILL)
     var status: Int32 = 0
     waitpid(cli, &status, WNOHANG)
