@@ -512,7 +512,7 @@ public final class Engine: Sendable {
   /// Every pinned object must be loaded with exactly the pinned build id.
   private func checkBuildIDs(_ pins: [String: String], image: ProcessImage) throws {
     for (name, expected) in pins.sorted(by: { $0.key < $1.key }) {
-      let loaded = image.objects.filter { $0.name == name }
+      let loaded = image.objects(named: name)
       guard !loaded.isEmpty else {
         throw PatchError.buildIDMismatch(object: name, expected: expected, actual: nil)
       }

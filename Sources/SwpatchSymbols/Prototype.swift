@@ -135,4 +135,16 @@ public struct DwarfFunction: Sendable, Equatable {
   public let prototype: Prototype
   /// Call sites that hold an inlined copy of the function, sorted by file and line.
   public let inlineSites: [InlineSite]
+  /// The source file that defines the function (`DW_AT_decl_file`, as DWARF names it,
+  /// usually a full path), else its compile unit's name; nil when DWARF gives neither.
+  public var file: String? = nil
+  /// `DW_AT_decl_line`; nil when only the compile unit is known.
+  public var line: Int? = nil
+
+  /// Whether `name` names `file`: the same path, its basename, or a suffix of it that
+  /// starts at a folder boundary (`src/bytes_methods.c`).
+  public func isDefined(in name: String) -> Bool {
+    guard let file, !name.isEmpty else { return false }
+    return file == name || file.hasSuffix("/" + name)
+  }
 }

@@ -505,7 +505,9 @@ struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Resolve function names in a running process.",
     discussion: """
-      Prints, per name, the object that defines it, its runtime address, size,
+      Prints, per name, the object that defines it (file name, soname and path, any of
+      which a patch file's `object` may give), its source file and line from DWARF
+      (what a patch file's `file` matches), its runtime address, size,
       binding, kind (function or ifunc), the object's build id, the function's
       compiler clones (name.constprop.N, name.isra.N, name.part.N, name.cold), and
       from DWARF (the object's or its separate debug file's, under
@@ -519,7 +521,9 @@ struct Symbols: ParsableCommand {
 
   struct Line: Encodable {
     var name: String
+    /// The object's file name (what `object` names), its `DT_SONAME`, its path in maps.
     var object: String?
+    var soname: String?
     var path: String?
     var address: String?
     var size: UInt64?
@@ -535,13 +539,19 @@ struct Symbols: ParsableCommand {
     var inlineSites: [String]?
     /// The separate debug file the symbols or DWARF came from, if any.
     var debugFile: String?
+    /// Where DWARF says the function is defined (`DW_AT_decl_file`, else the compile
+    /// unit's name) and the line, when known: what a patch file's `file` matches.
+    var sourceFile: String?
+    var sourceLine: Int?
     var error: String?
     var code: String?
     enum CodingKeys: String, CodingKey {
-      case name, object, path, address, size, binding, kind, sympos, clones, prototype, error, code
+      case name, object, soname, path, address, size, binding, kind, sympos, clones, prototype, error, code
       case buildID = "build_id"
       case inlineSites = "inline_sites"
       case debugFile = "debug_file"
+      case sourceFile = "source_file"
+      case sourceLine = "source_line"
     }
   }
 
@@ -561,12 +571,14 @@ struct Symbols: ParsableCommand {
         }
         return found.map {
           let dwarf = image.dwarfFunction($0)
+          let object = image.object(containing: $0.address)
           return Line(
-            name: name, object: $0.object, path: $0.objectPath, address: hexAddress($0.address),
+            name: name, object: $0.object, soname: object?.soname, path: $0.objectPath,
+            address: hexAddress($0.address),
             size: $0.size, binding: $0.binding.rawValue, kind: $0.kind.rawValue, sympos: $0.sympos,
             buildID: $0.buildID, clones: image.clones(of: name, in: $0.object).map(\.name),
             prototype: dwarf.map { "\($0.prototype)" }, inlineSites: dwarf?.inlineSites.map(\.description),
-            debugFile: image.object(containing: $0.address)?.debugFile)
+            debugFile: object?.debugFile, sourceFile: dwarf?.file, sourceLine: dwarf?.line)
         }
       }
     } text: { lines in
@@ -575,7 +587,8 @@ struct Symbols: ParsableCommand {
         return [
           line.name, line.object ?? "", line.address ?? "", "size=\(line.size ?? 0)",
           line.binding ?? "", line.kind ?? "", "sympos=\(line.sympos ?? 0)",
-          "build_id=\(line.buildID ?? "none")",
+          "source=\(line.sourceFile.map { file in line.sourceLine.map { "\(file):\($0)" } ?? file } ?? "unknown")",
+          "soname=\(line.soname ?? "none")", "path=\(line.path ?? "")", "build_id=\(line.buildID ?? "none")",
         ].joined(separator: "  ")
           + ((line.clones ?? []).isEmpty ? "" : "  clones=\(line.clones!.joined(separator: ","))")
           + ((line.inlineSites ?? []).isEmpty
