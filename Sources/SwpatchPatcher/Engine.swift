@@ -87,7 +87,7 @@ public final class Engine: Sendable {
               site: sites[i], replacement: file.functions[i].new,
               replacementAddr: bias &+ newSymbols[i].value,
               prevCell: prevSymbols[i].map { bias &+ $0.value })
-          }, replace: file.replace, requires: file.requires, sha256: stored.sha256)
+          }, replace: file.replace, requires: file.requires, sha256: stored.sha256, patchFile: file.source)
       }
       // Planned once before the target is touched, so every refusal comes first; the
       // addresses are link-time offsets until the library is loaded.
