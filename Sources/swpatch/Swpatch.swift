@@ -346,11 +346,17 @@ struct Remove: ParsableCommand {
       unloaded (dlclose in the target, then its memfd closed) once no thread has a
       frame in its code, retried for --retry-for; a library another patch uses, or
       that another patch's prev cell points into, stays loaded and the report says why.
-      Example:
+      With --all-of PATH, every process of the file, each on its own (and a disabled
+      rule for the patch is forgotten). Examples:
         swpatch disable 4242 fix-compute && swpatch remove 4242 fix-compute
+        swpatch remove --all-of /usr/sbin/app fix-compute
       """)
-  @Argument(help: "Pid of the patched process.") var pid: Int32
-  @Argument(help: "The id of the patch, as in its patch file.") var patchID: String
+  @Argument(
+    help: ArgumentHelp(
+      "Pid of the patched process (omit with --all-of), then the id of the patch, as in its patch file.",
+      valueName: "pid> <patch-id"))
+  var arguments: [String]
+  @OptionGroup var allOf: AllOfOption
   @Flag(help: "Print what would be removed and change nothing.") var dryRun = false
   @Option(
     help:
@@ -364,10 +370,20 @@ struct Remove: ParsableCommand {
   var retryFor: Double = 5
   @OptionGroup var common: CommonOptions
 
+  func validate() throws {
+    try allOf.validate(arguments, names: ["<pid>", "<patch-id>"])
+  }
+
   func run() throws {
+    var options = OperationOptions(dryRun: dryRun)
+    options.retryFor = retryFor
+    let patchID = arguments.last ?? ""
+    if allOf.allOf != nil {
+      let request = Request(op: .remove, patchID: patchID, options: options, allOf: allOf.absolutePath)
+      return try AllOfOption.run(request, common: common)
+    }
+    let pid = Int32(arguments[0])!
     try Output.run(json: common.json) {
-      var options = OperationOptions(dryRun: dryRun)
-      options.retryFor = retryFor
       let request = Request(op: .remove, pid: pid, patchID: patchID, options: options)
       return try common.client().call(request, as: OperationReport.self)
     } text: {
