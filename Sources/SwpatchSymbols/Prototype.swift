@@ -142,9 +142,12 @@ public struct DwarfFunction: Sendable, Equatable {
   public var line: Int? = nil
 
   /// Whether `name` names `file`: the same path, its basename, or a suffix of it that
-  /// starts at a folder boundary (`src/bytes_methods.c`).
+  /// starts at a folder boundary (`src/bytes_methods.c`); or a full path that ends in
+  /// the relative path DWARF records (`/build/proj/src/x.c` for `src/x.c`).
   public func isDefined(in name: String) -> Bool {
     guard let file, !name.isEmpty else { return false }
+    let relative = file.hasPrefix("./") ? String(file.dropFirst(2)) : file
     return file == name || file.hasSuffix("/" + name)
+      || (!relative.hasPrefix("/") && name.hasSuffix("/" + relative))
   }
 }

@@ -101,6 +101,12 @@ import Testing
       entry: #", "file": "Fixtures/loop_helper.c", "sympos": \#(sympos)"#)
     let dry = ws.swpatch("attach", "\(target.pid)", both, "--dry-run")
     #expect(dry.status == 0, "\(dry.output)")
+    // A full path that ends in the relative path DWARF records matches too.
+    let full = patch(
+      ws, "fix-helper", old: "helper", new: "helper_v2", library: "libfix.so",
+      entry: #", "file": "/somewhere/checkout/Fixtures/loop_helper.c", "sympos": \#(sympos)"#)
+    let fullDry = ws.swpatch("attach", "\(target.pid)", full, "--dry-run")
+    #expect(fullDry.status == 0, "\(fullDry.output)")
 
     let byFile = patch(
       ws, "fix-helper", old: "helper", new: "helper_v2", library: "libfix.so",
