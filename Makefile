@@ -72,7 +72,7 @@ $(FIXOUT)/libnamed.so.1.2.3: $(FIX)/named_lib.c | $(FIXOUT)
 $(FIXOUT)/libnamed.so.1: $(FIXOUT)/libnamed.so.1.2.3
 	ln -sf libnamed.so.1.2.3 $@
 $(FIXOUT)/named: $(FIX)/named.c $(FIXOUT)/libnamed.so.1.2.3 $(FIXOUT)/libnamed.so.1 | $(FIXOUT)
-	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $< $(FIXOUT)/libnamed.so.1.2.3 -Wl,-rpath,'$$ORIGIN'
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $< $(FIXOUT)/libnamed.so.1.2.3 -ldl -Wl,-rpath,'$$ORIGIN'
 $(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)

@@ -66,6 +66,33 @@ import Testing
     #expect(target.waitForValue("named", "81", from: target.output.count))
   }
 
+  @Test func aNameThatFitsTwoObjectsIsRefusedListingBoth() throws {
+    let ws = Workspace()
+    // A copy of the library under another file name: two objects, one SONAME.
+    let copy = ws.directory + "/libnamed-copy.so"
+    try FileManager.default.copyItem(atPath: Paths.fixture("libnamed.so.1.2.3"), toPath: copy)
+    let target = try Fixture("named", ["20", copy])
+    defer { target.stop() }
+    #expect(target.waitForValue("named", "11"))
+    let found = try symbols("named_value", in: target, ws)
+    #expect(found.count == 2, "\(found)")
+    #expect(found.allSatisfy { $0["soname"] as? String == "libnamed.so.1" })
+    let watch = try #require(UInt64(((found.first?["address"] as? String) ?? "").dropFirst(2), radix: 16))
+
+    let bySoname = patch(
+      ws, "fix-named", old: "named_value", new: "named_value_v2", library: "libnamedfix.so",
+      entry: #", "object": "libnamed.so.1""#)
+    try expectRefusedAttach(
+      target, ws, bySoname, code: "ambiguous_object",
+      mentions: ["libnamed.so.1", Paths.fixture("libnamed.so.1.2.3"), copy], watch: watch)
+    // The full path picks one of them.
+    let byPath = patch(
+      ws, "fix-named", old: "named_value", new: "named_value_v2", library: "libnamedfix.so",
+      entry: #", "object": "\#(copy)""#)
+    let dry = ws.swpatch("attach", "\(target.pid)", byPath, "--dry-run", "--json")
+    #expect(dry.status == 0, "\(dry.output)")
+  }
+
   @Test func staticsAreListedWithTheirFilesAndPickedByFile() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
