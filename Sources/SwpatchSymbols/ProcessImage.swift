@@ -41,6 +41,8 @@ public struct ResolvedSymbol: Sendable, Equatable {
   /// 1-based position among the object's definitions of this name.
   public let sympos: Int
   public let buildID: String?
+  /// Where DWARF says it is defined (`loop.c:22`), when an error lists it among others.
+  public var source: String? = nil
 }
 
 /// The ELF objects of one process and their symbols (the libdwfl idea of a process as a
@@ -219,7 +221,19 @@ public final class ProcessImage: @unchecked Sendable {
   public func resolve(
     _ name: String, in objectName: String? = nil, sympos: Int? = nil, file: String? = nil
   ) throws(SymbolError) -> ResolvedSymbol {
-    let found = try resolve(name, in: objectName, sympos: sympos, all: file != nil)
+    let found: [ResolvedSymbol]
+    do {
+      found = try resolve(name, in: objectName, sympos: sympos, all: file != nil)
+    } catch .ambiguous(let name, let candidates) {
+      // Same-named statics are told apart by their source files: name them.
+      throw .ambiguous(
+        name: name,
+        candidates: candidates.map { symbol in
+          var described = symbol
+          described.source = dwarfFunction(symbol).map(Self.location)
+          return described
+        })
+    }
     guard let file else { return found[0] }
     let described = found.map { ($0, dwarfFunction($0)) }
     if let sympos {

@@ -51,8 +51,10 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
     case .ambiguous(let name, let candidates):
       let list = candidates.map {
         "sympos \($0.sympos) at \(hexAddress($0.address)) in \($0.object)"
+          + ($0.source.map { " (\($0))" } ?? "")
       }.joined(separator: ", ")
-      return "function '\(name)' is ambiguous (\(list)); set `sympos` in the patch file to pick one"
+      let how = candidates.contains { $0.source != nil } ? "`sympos` or `file`" : "`sympos`"
+      return "function '\(name)' is ambiguous (\(list)); set \(how) in the patch file to pick one"
     case .symposOutOfRange(let name, let sympos, let count):
       return "sympos \(sympos) for '\(name)' is out of range: there are \(count) symbols of that name"
     case .sourceFileNotFound(let name, let file, let candidates):

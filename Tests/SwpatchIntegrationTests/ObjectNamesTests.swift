@@ -111,6 +111,11 @@ import Testing
       helpers.first { ($0["source_file"] as? String)?.hasSuffix("loop_helper.c") == true }?["sympos"] as? Int)
     let watch = try #require(UInt64(helperAddress.dropFirst(2), radix: 16))
 
+    // Named alone, the two are ambiguous, and the refusal names their files.
+    let bare = patch(ws, "fix-helper", old: "helper", new: "helper_v2", library: "libfix.so")
+    try expectRefusedAttach(
+      target, ws, bare, code: "ambiguous_symbol", mentions: ["loop.c:", "loop_helper.c:", "`file`"],
+      watch: watch)
     let unknown = patch(
       ws, "fix-helper", old: "helper", new: "helper_v2", library: "libfix.so",
       entry: #", "file": "nowhere.c""#)
