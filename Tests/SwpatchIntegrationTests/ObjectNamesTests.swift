@@ -26,6 +26,7 @@ import Testing
   @Test func objectBySonameAndByPathIsPlannedAsByFileName() throws {
     let ws = Workspace()
     let target = try Fixture("named", ["20"])
+    defer { target.stop() }
     #expect(target.waitForValue("named", "11"))
     let found = try #require(try symbols("named_value", in: target, ws).first)
     #expect(found["object"] as? String == "libnamed.so.1.2.3")
@@ -96,6 +97,7 @@ import Testing
   @Test func staticsAreListedWithTheirFilesAndPickedByFile() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])
+    defer { target.stop() }
     #expect(target.waitForValue("helper2", "2"))
     let helpers = try symbols("helper", in: target, ws)
     #expect(helpers.count == 2)
