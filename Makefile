@@ -65,6 +65,14 @@ $(FIXOUT)/places: $(FIX)/places.c $(FIXOUT)/libshared.so $(FIXOUT)/libplugin.so 
 $(FIXOUT)/internals: $(FIX)/internals.c $(FIX)/internals_other.c $(FIXOUT)/libinternal.so | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $(FIX)/internals.c $(FIX)/internals_other.c \
 	  -L$(FIXOUT) -linternal -Wl,-rpath,'$$ORIGIN'
+# A library whose file name and SONAME differ, as packaged ones do (libnamed.so.1.2.3,
+# SONAME libnamed.so.1, and the symlink ldconfig would make), and a program linked to it.
+$(FIXOUT)/libnamed.so.1.2.3: $(FIX)/named_lib.c | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fPIC -shared -Wl,-soname,libnamed.so.1 -o $@ $<
+$(FIXOUT)/libnamed.so.1: $(FIXOUT)/libnamed.so.1.2.3
+	ln -sf libnamed.so.1.2.3 $@
+$(FIXOUT)/named: $(FIX)/named.c $(FIXOUT)/libnamed.so.1.2.3 $(FIXOUT)/libnamed.so.1 | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $< $(FIXOUT)/libnamed.so.1.2.3 -ldl -Wl,-rpath,'$$ORIGIN'
 $(FIXOUT)/ifunc: $(FIX)/ifunc.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(FIXOUT)/clones: $(FIX)/clones.c | $(FIXOUT)
@@ -137,7 +145,7 @@ $(FIXOUT)/%.json: $(FIX)/%.json | $(FIXOUT)
 	cp $< $@
 
 FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/hammer $(FIXOUT)/relhammer $(FIXOUT)/parked $(FIXOUT)/parked-cold $(FIXOUT)/parked-nocfi $(FIXOUT)/tracer $(FIXOUT)/libfix.o \
-  $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
+  $(FIXOUT)/loop-nopie $(FIXOUT)/places $(FIXOUT)/named $(FIXOUT)/internals $(FIXOUT)/ifunc $(FIXOUT)/clones \
   $(FIXOUT)/loop-nodebug $(FIXOUT)/inlined $(FIXOUT)/loopback $(FIXOUT)/split $(FIXOUT)/split-link \
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
   $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline $(FIXOUT)/asmfunc $(FIXOUT)/hot $(FIXOUT)/hotxx \

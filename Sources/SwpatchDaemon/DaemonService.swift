@@ -136,6 +136,15 @@ public final class DaemonService: @unchecked Sendable {
       return (drift, shown)
     }
     report.mark(drift: found)
+    // Each library file is hashed once per answer, however many targets load it.
+    var seen: [String: LibraryOnDisk] = [:]
+    report.mark { path, sha256 in
+      let key = path + "\u{0}" + (sha256 ?? "")
+      if let known = seen[key] { return known }
+      let state = LibraryStore.onDisk(path: path, sha256: sha256)
+      seen[key] = state
+      return state
+    }
     let ruled = rules.statuses(uid: caller.isRoot ? nil : caller.uid, path: allOf)
     return StatusResult(targets: report.targets, dropped: exited, rules: ruled.isEmpty ? nil : ruled)
   }

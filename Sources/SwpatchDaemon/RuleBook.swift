@@ -111,6 +111,16 @@ final class RuleBook: @unchecked Sendable {
     }
   }
 
+  /// Forgets the rule for `path` and `patchID`; false when there is none.
+  func remove(path: String, patchID: String) throws(StateFileError) -> Bool {
+    var found = false
+    try update { rules in
+      found = rules.contains { $0.path == path && $0.patchID == patchID }
+      rules.removeAll { $0.path == path && $0.patchID == patchID }
+    }
+    return found
+  }
+
   /// Enables or disables the rule for `path` and `patchID`; false when there is none.
   /// Enabling moves its horizon to `horizon`, taken before `enable --all-of` listed the
   /// processes it deals with itself (those started while the rule was off).

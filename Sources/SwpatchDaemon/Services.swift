@@ -86,6 +86,19 @@ extension DaemonService {
             ruleWatch?.reset()
             ruleState = "enabled"
           }
+        case .remove:
+          // A disabled rule would only come back with `enable --all-of`, which the
+          // patch, now gone from its processes, can no longer serve; an enabled one
+          // still patches new processes and is left to the operator.
+          if let existing {
+            if existing.enabled {
+              notes.append(
+                "the rule for \(path) still patches new processes with '\(patchID)'; `swpatch disable --all-of` it first to forget it"
+              )
+            } else if try rules.remove(path: path, patchID: patchID) {
+              ruleState = "removed"
+            }
+          }
         default:
           break
         }

@@ -87,7 +87,7 @@ public final class Engine: Sendable {
               site: sites[i], replacement: file.functions[i].new,
               replacementAddr: bias &+ newSymbols[i].value,
               prevCell: prevSymbols[i].map { bias &+ $0.value })
-          }, replace: file.replace, requires: file.requires, sha256: stored.sha256)
+          }, replace: file.replace, requires: file.requires, sha256: stored.sha256, patchFile: file.source)
       }
       // Planned once before the target is touched, so every refusal comes first; the
       // addresses are link-time offsets until the library is loaded.
@@ -533,7 +533,7 @@ public final class Engine: Sendable {
   /// Every pinned object must be loaded with exactly the pinned build id.
   private func checkBuildIDs(_ pins: [String: String], image: ProcessImage) throws {
     for (name, expected) in pins.sorted(by: { $0.key < $1.key }) {
-      let loaded = image.objects.filter { $0.name == name }
+      let loaded = image.objects(named: name)
       guard !loaded.isEmpty else {
         throw PatchError.buildIDMismatch(object: name, expected: expected, actual: nil)
       }

@@ -63,7 +63,7 @@ struct ExternBindings {
     for name in pins.keys.sorted() where !undefined.contains(where: { $0.name == name }) {
       throw PatchError.externNotReferenced(name: name, library: shownAs)
     }
-    let loadedNames = Set(image.objects.map(\.name))
+    let loadedNames = Set(image.objects.flatMap { [$0.name] + ($0.soname.map { [$0] } ?? []) })
     let unloadedNeeds = library.neededLibraries.filter { !loadedNames.contains($0) }
     for symbol in undefined {
       let name = symbol.name

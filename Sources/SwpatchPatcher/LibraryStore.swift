@@ -2,6 +2,7 @@ import CCrypto
 import Foundation
 import Glibc
 import SwpatchBase
+import SwpatchRegistry
 import SwpatchState
 
 /// A patch library as the daemon admitted it: a copy, named by its SHA-256, in a folder
@@ -132,6 +133,14 @@ public struct LibraryStore: Sendable {
     var length: UInt32 = 0
     EVP_DigestFinal_ex(context, &digest, &length)
     return hexBytes(Array(digest.prefix(Int(length))))
+  }
+
+  /// Whether the file at `path` still holds the content `sha256` (what `status` shows
+  /// as a patch's `on_disk`).
+  public static func onDisk(path: String, sha256: String?) -> LibraryOnDisk {
+    guard let sha256 else { return .unknown }
+    guard let found = Self.sha256(ofFileAt: path) else { return .missing }
+    return found == sha256 ? .same : .changed
   }
 
   /// The SHA-256 of the regular file at `path` (read a chunk at a time), or nil when it

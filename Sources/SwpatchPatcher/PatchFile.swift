@@ -11,6 +11,9 @@ public struct PatchFile: Sendable, Equatable {
     public var new: String
     public var object: String?
     public var sympos: Int?
+    /// The source file that defines `old` (a basename or path suffix, matched against
+    /// DWARF): picks among same-named statics, and is checked against `sympos`.
+    public var file: String?
     /// A function-pointer variable of the library that swpatch points at the version
     /// below this replacement in the func stack (the original at the bottom).
     public var prev: String?
@@ -91,11 +94,12 @@ public struct PatchFile: Sendable, Equatable {
     for (i, item) in items.enumerated() {
       let at = "functions[\(i)]."
       guard case .object(let entry) = item else { throw fail("functions[\(i)] must be an object") }
-      try checkKeys(entry, allowed: ["old", "new", "object", "sympos", "prev"], at: at, fail)
+      try checkKeys(entry, allowed: ["old", "new", "object", "sympos", "file", "prev"], at: at, fail)
       var function = Function(
         old: try string(entry, "old", at: at, fail), new: try string(entry, "new", at: at, fail))
       if entry["object"] != nil { function.object = try string(entry, "object", at: at, fail) }
       if let value = entry["sympos"] { function.sympos = try sympos(value, at: at, fail) }
+      if entry["file"] != nil { function.file = try string(entry, "file", at: at, fail) }
       if entry["prev"] != nil { function.prev = try string(entry, "prev", at: at, fail) }
       functions.append(function)
     }

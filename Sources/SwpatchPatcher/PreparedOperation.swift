@@ -74,7 +74,8 @@ extension Engine {
     let checks = FunctionChecks(image: image, process: process, library: library, force: force)
     var found = ResolvedSites()
     for (function, newSymbol) in zip(functions, newSymbols) {
-      let old = try image.resolve(function.old, in: function.object, sympos: function.sympos)
+      let old = try image.resolve(
+        function.old, in: function.object, sympos: function.sympos, file: function.file)
       guard old.kind != .ifunc else {
         throw PatchError.ifunc(
           name: old.name, object: old.object, example: image.ifuncImplementation(of: old.name, in: old.object)

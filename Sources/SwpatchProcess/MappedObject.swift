@@ -54,3 +54,12 @@ extension TargetProcess {
     return (objects, directory + "/root")
   }
 }
+
+extension TargetProcess {
+  /// The device and inode of the file `path` names in `pid`'s mount namespace (through
+  /// /proc/PID/root, so a symlink resolves as the target would resolve it); nil when
+  /// there is no such file.
+  public static func identity(ofPath path: String, seenBy pid: Int32) -> FileIdentity? {
+    FileIdentity.of(path: directory(of: pid) + "/root" + path)
+  }
+}

@@ -1,6 +1,6 @@
 import Foundation
 
-/// What `attach`, `enable` or `disable --all-of PATH` did to each process of the file:
+/// What `attach`, `enable`, `disable` or `remove --all-of PATH` did to each process of the file:
 /// each one is its own all-or-nothing operation. The keys are a contract (docs/cli.md):
 /// `patched` counts the processes changed, `already` those that were already in the
 /// state asked for, `skipped` and `failed` list the others with why. Exit 0 only when
@@ -18,7 +18,7 @@ public struct AllOfReport: Codable, Sendable, Equatable {
   /// Every process looked at, in pid order, with its result.
   public var processes: [ProcessOutcome]
   /// What happened to the rule for new processes: `recorded`, `enabled`, `disabled`,
-  /// `unchanged`, or nil when none was touched (a dry run).
+  /// `removed`, `unchanged`, or nil when none was touched (a dry run).
   public var rule: String?
   public var notes: [String]
 

@@ -66,9 +66,6 @@ extension Request {
       guard patch != nil else { throw missing("patch") }
       guard let patchPath, patchPath.hasPrefix("/") else { throw missing("patch_path (absolute)") }
     case .enable, .disable, .remove:
-      if op == .remove && allOf != nil {
-        throw ErrorBody(code: "bad_request", message: "'remove' takes a 'pid', not 'all_of'")
-      }
       guard pid != nil || allOf != nil else { throw missing("pid") }
       guard let patchID else { throw missing("patch_id") }
       guard patchID.count <= DaemonProtocol.maxPatchIDLength else {

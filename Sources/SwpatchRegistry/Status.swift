@@ -12,6 +12,17 @@ public struct StatusReport: Equatable, Sendable, Codable {
     self.init(targets: registry.targets)
   }
 
+  /// Fills in each patch's `origin.on_disk` with what `check(path, sha256)` finds (the
+  /// registry reads no files; the daemon hashes them).
+  public mutating func mark(onDisk check: (String, String?) -> LibraryOnDisk) {
+    for t in targets.indices {
+      for p in targets[t].patches.indices {
+        guard let origin = targets[t].patches[p].origin else { continue }
+        targets[t].patches[p].origin?.onDisk = check(origin.path, origin.sha256)
+      }
+    }
+  }
+
   /// Marks the hooks whose memory check failed: `drift[pid][oldAddr]` says how.
   public mutating func mark(drift: [Int32: [UInt64: String]]) {
     for t in targets.indices {
@@ -120,13 +131,54 @@ public struct PatchStatus: Equatable, Sendable, Codable {
   public var requires: [String]
   /// SHA-256 of the library content loaded into the target.
   public var sha256: String?
+  /// Where the patch came from and whether that file still holds what was loaded.
+  public var origin: PatchOrigin?
 
   public init(_ patch: Patch) {
     sha256 = patch.sha256
+    origin = PatchOrigin(path: patch.library, sha256: patch.sha256, patchFile: patch.patchFile)
     id = patch.id
     state = patch.state
     library = patch.library
     replace = patch.replace
     requires = patch.requires
+  }
+}
+
+/// Whether the library file a patch was attached from still holds the content loaded.
+public enum LibraryOnDisk: String, Sendable, Codable {
+  /// Its SHA-256 is still the one loaded.
+  case same
+  /// It holds other content now: `enable` would still load the stored copy, and a new
+  /// build is attached with `attach --upgrade` or a new id.
+  case changed
+  /// There is no regular file at that path any more.
+  case missing
+  /// The registry has no SHA-256 for the patch (attached before it was recorded).
+  case unknown
+}
+
+/// The origin of a patch in the status report: the library it was attached from, the
+/// SHA-256 of the content loaded, and the patch file.
+public struct PatchOrigin: Equatable, Sendable, Codable {
+  /// The library's path as the patch file named it (resolved to an absolute path).
+  public var path: String
+  public var sha256: String?
+  /// Filled in when the status is answered; nil when nobody looked.
+  public var onDisk: LibraryOnDisk?
+  /// The patch file, as the client named it.
+  public var patchFile: String?
+
+  public init(path: String, sha256: String?, onDisk: LibraryOnDisk? = nil, patchFile: String? = nil) {
+    self.path = path
+    self.sha256 = sha256
+    self.onDisk = onDisk
+    self.patchFile = patchFile
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case path, sha256
+    case onDisk = "on_disk"
+    case patchFile = "patch_file"
   }
 }

@@ -94,13 +94,17 @@ public struct Patch: Equatable, Sendable, Codable {
   /// SHA-256 of the library content that was loaded (nil in registries from before the
   /// content-addressed store).
   public var sha256: String?
+  /// The patch file it was attached (or upgraded) from, as the client named it (nil in
+  /// registries from before it was recorded).
+  public var patchFile: String?
 
   public init(
     id: String, library: String, functions: [PatchFunction], replace: Bool = false,
     requires: [String] = [], state: PatchState = .enabled, enableSeq: UInt64 = 0,
-    sha256: String? = nil
+    sha256: String? = nil, patchFile: String? = nil
   ) {
     self.sha256 = sha256
+    self.patchFile = patchFile
     self.id = id
     self.library = library
     self.functions = functions
@@ -113,6 +117,7 @@ public struct Patch: Equatable, Sendable, Codable {
   enum CodingKeys: String, CodingKey {
     case id, library, functions, replace, requires, state, sha256
     case enableSeq = "enable_seq"
+    case patchFile = "patch_file"
   }
 }
 

@@ -52,7 +52,24 @@ public final class DwarfInfo: @unchecked Sendable {
     // Each inlined copy names exactly one origin, so nothing is counted twice; two calls
     // on one line are two sites.
     let sites = Self.origins(of: die).flatMap { index?.inlined[$0] ?? [] }
-    return DwarfFunction(prototype: Self.prototype(of: die), inlineSites: sites.sorted())
+    let (file, line) = Self.declaration(of: die)
+    return DwarfFunction(
+      prototype: Self.prototype(of: die), inlineSites: sites.sorted(), file: file, line: line)
+  }
+
+  /// Where a subprogram is declared: `DW_AT_decl_file`/`decl_line` (libdw follows the
+  /// abstract origin), else the name of the compile unit that holds it.
+  private static func declaration(of die: Dwarf_Die) -> (file: String?, line: Int?) {
+    var die = die
+    if let file = dwarf_decl_file(&die) {
+      var line: Int32 = 0
+      return (String(cString: file), dwarf_decl_line(&die, &line) == 0 ? Int(line) : nil)
+    }
+    var unit = Dwarf_Die()
+    guard dwarf_diecu(&die, &unit, nil, nil) != nil, let name = dwarf_diename(&unit) else {
+      return (nil, nil)
+    }
+    return (String(cString: name), nil)
   }
 
   // MARK: The walk

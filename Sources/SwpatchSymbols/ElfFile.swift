@@ -71,6 +71,9 @@ public final class ElfFile: @unchecked Sendable {
   public private(set) var exportedNames: Set<String> = []
   /// `DT_NEEDED`: the sonames the loader loads with this file.
   public private(set) var neededLibraries: [String] = []
+  /// `DT_SONAME`: the name a library is linked and loaded by (`libz.so.1`), which may
+  /// differ from its file name (`libz.so.1.2.13`).
+  public private(set) var soname: String?
   /// Link-time addresses the loader calls when it maps the file: `.preinit_array`,
   /// `.init_array` and `.ctors` entries, in that order.
   private var initArray: [UInt64] = []
@@ -213,7 +216,9 @@ public final class ElfFile: @unchecked Sendable {
         case UInt32(SHT_PREINIT_ARRAY), UInt32(SHT_INIT_ARRAY): initArray += Self.words(in: section)
         case UInt32(SHT_DYNAMIC):
           initFunction = Self.dynamicValue(Int64(DT_INIT), in: section)
-          neededLibraries = Self.needed(elf, in: section, strings: Int(shdr.sh_link))
+          neededLibraries = Self.dynamicStrings(
+            Int64(DT_NEEDED), elf, in: section, strings: Int(shdr.sh_link))
+          soname = Self.dynamicStrings(Int64(DT_SONAME), elf, in: section, strings: Int(shdr.sh_link)).first
         default:
           // .ctors of old toolchains: -1 first, 0 last, code addresses between.
           if name == ".ctors" { initArray += Self.words(in: section).filter { $0 != 0 && $0 != UInt64.max } }
@@ -252,14 +257,17 @@ public final class ElfFile: @unchecked Sendable {
     return nil
   }
 
-  /// The `DT_NEEDED` names of a `SHT_DYNAMIC` section, from its string table.
-  private static func needed(_ elf: OpaquePointer, in section: OpaquePointer, strings: Int) -> [String] {
+  /// The strings of every `tag` entry (`DT_NEEDED`, `DT_SONAME`) of a `SHT_DYNAMIC`
+  /// section, from its string table.
+  private static func dynamicStrings(
+    _ tag: Int64, _ elf: OpaquePointer, in section: OpaquePointer, strings: Int
+  ) -> [String] {
     guard let data = elf_getdata(section, nil) else { return [] }
     var names: [String] = []
     var index: Int32 = 0
     var entry = GElf_Dyn()
     while gelf_getdyn(data, index, &entry) != nil, entry.d_tag != Int64(DT_NULL) {
-      if entry.d_tag == Int64(DT_NEEDED), let name = elf_strptr(elf, strings, Int(entry.d_un.d_val)) {
+      if entry.d_tag == tag, let name = elf_strptr(elf, strings, Int(entry.d_un.d_val)) {
         names.append(String(cString: name))
       }
       index += 1

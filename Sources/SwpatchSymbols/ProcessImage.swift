@@ -7,6 +7,8 @@ public struct LoadedObject: Sendable {
   public let path: String
   /// The basename the patch file's `object` key names (`app`, `libc.so.6`).
   public let name: String
+  /// `DT_SONAME` (`libz.so.1` for the file `libz.so.1.2.13`), which `object` may name too.
+  public let soname: String?
   /// A path that opens the very file that is mapped, even if it was deleted or
   /// replaced on disk since: /proc/PID/map_files/..., else /proc/PID/root/PATH.
   public let openPath: String
@@ -18,6 +20,8 @@ public struct LoadedObject: Sendable {
   /// it needed one: it has no `.symtab` or no DWARF of its own.
   public let debugFile: String?
 
+  /// `path` without the " (deleted)" the kernel adds.
+  public var cleanPath: String { path.hasSuffix(" (deleted)") ? String(path.dropLast(10)) : path }
   public var inode: UInt64 { mappings.first?.inode ?? 0 }
   public var device: String { mappings.first?.device ?? "" }
   public var range: Range<UInt64> {
@@ -37,6 +41,8 @@ public struct ResolvedSymbol: Sendable, Equatable {
   /// 1-based position among the object's definitions of this name.
   public let sympos: Int
   public let buildID: String?
+  /// Where DWARF says it is defined (`loop.c:22`), when an error lists it among others.
+  public var source: String? = nil
 }
 
 /// The ELF objects of one process and their symbols (the libdwfl idea of a process as a
@@ -68,7 +74,8 @@ public final class ProcessImage: @unchecked Sendable {
       let first = object.first
       objects.append(
         LoadedObject(
-          path: object.path, name: (object.cleanPath as NSString).lastPathComponent, openPath: openPath,
+          path: object.path, name: (object.cleanPath as NSString).lastPathComponent, soname: elf.soname,
+          openPath: openPath,
           mappings: object.mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
           isMainExecutable: object.isMainExecutable, buildID: elf.buildID,
           debugFile: debugFiles[openPath]?.path))
@@ -124,6 +131,40 @@ public final class ProcessImage: @unchecked Sendable {
     return nil
   }
 
+  /// The loaded objects a patch file's `object` names: by file name (`libz.so.1.2.13`), by
+  /// `DT_SONAME` (`libz.so.1`), or by full path, either as /proc/PID/maps shows it or any
+  /// path that resolves, in the target's mount namespace, to the same file (device and
+  /// inode), such as a symlink.
+  public func objects(named objectName: String) -> [LoadedObject] {
+    let byName = objects.filter {
+      $0.name == objectName || $0.soname == objectName || $0.cleanPath == objectName
+    }
+    guard byName.isEmpty, objectName.hasPrefix("/"),
+      let identity = TargetProcess.identity(ofPath: objectName, seenBy: pid)
+    else { return byName }
+    return objects.filter { $0.device == identity.device && $0.inode == identity.inode }
+  }
+
+  /// The one loaded object `objectName` names (see `objects(named:)`); none or several
+  /// is an error naming what is loaded or the candidates.
+  public func object(named objectName: String, excluding: (LoadedObject) -> Bool = { _ in false })
+    throws(SymbolError) -> LoadedObject
+  {
+    let found = objects(named: objectName).filter { !excluding($0) }
+    guard !found.isEmpty else {
+      throw .objectNotLoaded(object: objectName, loaded: objects.filter { !excluding($0) }.map(\.name))
+    }
+    guard found.count == 1 else {
+      throw .ambiguousObject(object: objectName, candidates: found.map(Self.describe))
+    }
+    return found[0]
+  }
+
+  /// An object as `swpatch symbols` and errors show it: file name, soname, path.
+  static func describe(_ object: LoadedObject) -> String {
+    "\(object.name) (soname \(object.soname ?? "none"), path \(object.cleanPath))"
+  }
+
   /// The loaded object whose file is `device:inode` (how a just-loaded library is found).
   public func object(device: String, inode: UInt64) -> LoadedObject? {
     objects.first { $0.device == device && $0.inode == inode }
@@ -131,7 +172,11 @@ public final class ProcessImage: @unchecked Sendable {
 
   /// Every code definition of `name`, per object, with runtime addresses.
   public func candidates(_ name: String, in objectName: String? = nil) -> [ResolvedSymbol] {
-    objects.filter { objectName == nil || $0.name == objectName }.flatMap { object in
+    candidates(name, among: objectName.map(objects(named:)) ?? objects)
+  }
+
+  private func candidates(_ name: String, among searched: [LoadedObject]) -> [ResolvedSymbol] {
+    searched.flatMap { object in
       Self.codeDefinitions(name, in: elf(of: object)).enumerated().map { index, symbol in
         ResolvedSymbol(
           name: name, object: object.name, objectPath: object.path,
@@ -169,22 +214,69 @@ public final class ProcessImage: @unchecked Sendable {
 
   /// Resolves the function `name`, as the patch file's `old`, `object` and `sympos`
   /// describe it. Ambiguity is an error that lists the candidates, never a guess.
+  ///
+  /// `file` names the source file that defines the function (a basename or a path
+  /// suffix, from DWARF's `DW_AT_decl_file`): it picks among same-named statics by
+  /// itself, and with `sympos` it must agree with the one `sympos` picks.
   public func resolve(
-    _ name: String, in objectName: String? = nil, sympos: Int? = nil
+    _ name: String, in objectName: String? = nil, sympos: Int? = nil, file: String? = nil
   ) throws(SymbolError) -> ResolvedSymbol {
-    if let objectName, !objects.contains(where: { $0.name == objectName }) {
-      throw .objectNotLoaded(object: objectName, loaded: objects.map(\.name))
+    let found: [ResolvedSymbol]
+    do {
+      found = try resolve(name, in: objectName, sympos: sympos, all: file != nil)
+    } catch .ambiguous(let name, let candidates) {
+      // Same-named statics are told apart by their source files: name them.
+      throw .ambiguous(
+        name: name,
+        candidates: candidates.map { symbol in
+          var described = symbol
+          described.source = dwarfFunction(symbol).map(Self.location)
+          return described
+        })
     }
-    let found = candidates(name, in: objectName)
+    guard let file else { return found[0] }
+    let described = found.map { ($0, dwarfFunction($0)) }
+    if let sympos {
+      let chosen = try Self.pick(found, name: name, sympos: sympos)
+      let chosenFile = described.first { $0.0 == chosen }?.1
+      guard chosenFile?.isDefined(in: file) == true else {
+        throw .sourceFileMismatch(
+          name: name, file: file, sympos: sympos, actual: chosenFile?.file ?? "unknown (no DWARF)")
+      }
+      return chosen
+    }
+    let matching = described.filter { $0.1?.isDefined(in: file) == true }.map(\.0)
+    guard !matching.isEmpty else {
+      throw .sourceFileNotFound(
+        name: name, file: file,
+        candidates: described.map { symbol, dwarf in
+          "sympos \(symbol.sympos) in \(symbol.object) (\(dwarf.map(Self.location) ?? "no DWARF"))"
+        })
+    }
+    return try Self.pick(matching, name: name, sympos: nil)
+  }
+
+  /// `file:line` of a function's definition, or its file alone.
+  public static func location(_ function: DwarfFunction) -> String {
+    guard let file = function.file else { return "unknown file" }
+    return function.line.map { "\(file):\($0)" } ?? file
+  }
+
+  /// Every definition `resolve` chooses among (`all`), or the one it picks.
+  private func resolve(
+    _ name: String, in objectName: String?, sympos: Int?, all: Bool
+  ) throws(SymbolError) -> [ResolvedSymbol] {
+    let searched = try objectName.map { name throws(SymbolError) in [try object(named: name)] } ?? objects
+    let found = candidates(name, among: searched)
     if found.isEmpty {
-      for object in objects where objectName == nil || object.name == objectName {
+      for object in searched {
         if let other = elf(of: object)?.symbols(named: name).first {
           throw .notAFunction(name: name, object: object.name, kind: "\(other.kind.rawValue)")
         }
       }
-      throw .notFound(name: name, searched: objectName.map { [$0] } ?? objects.map(\.name))
+      throw .notFound(name: name, searched: searched.map(\.name))
     }
-    return try Self.pick(found, name: name, sympos: sympos)
+    return all ? found : [try Self.pick(found, name: name, sympos: sympos)]
   }
 
   /// One of `found` (a name's definitions): the only one, or the `sympos`th of the one
@@ -216,10 +308,9 @@ public final class ProcessImage: @unchecked Sendable {
     _ name: String, in objectName: String? = nil, sympos: Int? = nil,
     excluding: (LoadedObject) -> Bool = { _ in false }
   ) throws(SymbolError) -> ResolvedSymbol {
-    let searched = objects.filter { !excluding($0) && (objectName == nil || $0.name == objectName) }
-    if let objectName, searched.isEmpty {
-      throw .objectNotLoaded(object: objectName, loaded: objects.filter { !excluding($0) }.map(\.name))
-    }
+    let searched =
+      try objectName.map { name throws(SymbolError) in [try object(named: name, excluding: excluding)] }
+      ?? objects.filter { !excluding($0) }
     let found = searched.flatMap { object in
       Self.definitions(name, in: elf(of: object)).enumerated().map { index, symbol in
         ResolvedSymbol(
@@ -294,10 +385,12 @@ public enum ObjectFile {
   ) throws(SymbolError) -> (symbol: ResolvedSymbol, dwarf: DwarfFunction?) {
     let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
     let object = (resolved as NSString).lastPathComponent
-    if let objectName, objectName != object {
+    let elf = try SymbolCache.shared.file(at: resolved)
+    if let objectName, objectName != object, objectName != elf.soname, objectName != resolved,
+      objectName != path
+    {
       throw .objectNotLoaded(object: objectName, loaded: [object])
     }
-    let elf = try SymbolCache.shared.file(at: resolved)
     let debug =
       elf.hasSymtab && elf.hasDebugInfo ? nil : DebugFiles.find(for: elf, path: resolved)
     let symbols = !elf.hasSymtab && debug?.hasSymtab == true ? debug! : elf

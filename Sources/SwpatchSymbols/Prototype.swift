@@ -135,4 +135,19 @@ public struct DwarfFunction: Sendable, Equatable {
   public let prototype: Prototype
   /// Call sites that hold an inlined copy of the function, sorted by file and line.
   public let inlineSites: [InlineSite]
+  /// The source file that defines the function (`DW_AT_decl_file`, as DWARF names it,
+  /// usually a full path), else its compile unit's name; nil when DWARF gives neither.
+  public var file: String? = nil
+  /// `DW_AT_decl_line`; nil when only the compile unit is known.
+  public var line: Int? = nil
+
+  /// Whether `name` names `file`: the same path, its basename, or a suffix of it that
+  /// starts at a folder boundary (`src/bytes_methods.c`); or a full path that ends in
+  /// the relative path DWARF records (`/build/proj/src/x.c` for `src/x.c`).
+  public func isDefined(in name: String) -> Bool {
+    guard let file, !name.isEmpty else { return false }
+    let relative = file.hasPrefix("./") ? String(file.dropFirst(2)) : file
+    return file == name || file.hasSuffix("/" + name)
+      || (!relative.hasPrefix("/") && name.hasSuffix("/" + relative))
+  }
 }

@@ -8,9 +8,15 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
   case notFound(name: String, searched: [String])
   case notInLibrary(name: String, library: String)
   case objectNotLoaded(object: String, loaded: [String])
+  /// `object` names several loaded objects (by file name, soname or path).
+  case ambiguousObject(object: String, candidates: [String])
   case ambiguousAcrossObjects(name: String, objects: [String])
   case ambiguous(name: String, candidates: [ResolvedSymbol])
   case symposOutOfRange(name: String, sympos: Int, count: Int)
+  /// No definition of `name` comes from the source file `file` (DWARF's decl_file).
+  case sourceFileNotFound(name: String, file: String, candidates: [String])
+  /// `sympos` and `file` name different definitions.
+  case sourceFileMismatch(name: String, file: String, sympos: Int, actual: String)
   case notAFunction(name: String, object: String, kind: String)
   /// libdwfl could not read the target's modules or threads, so stacks cannot be checked.
   case unwindFailed(pid: Int32, reason: String)
@@ -36,16 +42,27 @@ public enum SymbolError: Error, CustomStringConvertible, Sendable {
       let list = loaded.prefix(8).joined(separator: ", ")
       return
         "object '\(object)' is not loaded in the target (loaded: \(list)); fix `object` in the patch file"
+    case .ambiguousObject(let object, let candidates):
+      return
+        "object '\(object)' names several loaded objects (\(candidates.joined(separator: "; "))); set `object` to a full path"
     case .ambiguousAcrossObjects(let name, let objects):
       return
         "function '\(name)' is defined in several objects (\(objects.joined(separator: ", "))); set `object` in the patch file to one of them"
     case .ambiguous(let name, let candidates):
       let list = candidates.map {
         "sympos \($0.sympos) at \(hexAddress($0.address)) in \($0.object)"
+          + ($0.source.map { " (\($0))" } ?? "")
       }.joined(separator: ", ")
-      return "function '\(name)' is ambiguous (\(list)); set `sympos` in the patch file to pick one"
+      let how = candidates.contains { $0.source != nil } ? "`sympos` or `file`" : "`sympos`"
+      return "function '\(name)' is ambiguous (\(list)); set \(how) in the patch file to pick one"
     case .symposOutOfRange(let name, let sympos, let count):
       return "sympos \(sympos) for '\(name)' is out of range: there are \(count) symbols of that name"
+    case .sourceFileNotFound(let name, let file, let candidates):
+      return
+        "no definition of '\(name)' comes from a source file '\(file)' (\(candidates.joined(separator: "; "))); fix `file` in the patch file"
+    case .sourceFileMismatch(let name, let file, let sympos, let actual):
+      return
+        "sympos \(sympos) of '\(name)' is defined in \(actual), not in '\(file)'; `sympos` and `file` must name the same function (give one of them)"
     case .notAFunction(let name, let object, let kind):
       return "'\(name)' in \(object) is \(kind), not a function; only functions can be patched"
     case .unwindFailed(let pid, let reason):
@@ -65,7 +82,10 @@ extension SymbolError: CodedError {
     case .badLibrary, .cannotOpen: return "bad_library"
     case .notFound, .notInLibrary: return "symbol_not_found"
     case .objectNotLoaded: return "object_not_loaded"
+    case .ambiguousObject: return "ambiguous_object"
     case .ambiguous, .ambiguousAcrossObjects, .symposOutOfRange: return "ambiguous_symbol"
+    case .sourceFileNotFound: return "unknown_source_file"
+    case .sourceFileMismatch: return "source_file_mismatch"
     case .notAFunction: return "not_a_function"
     case .unwindFailed: return "stack_unwind_failed"
     case .noPrototype: return "no_prototype"

@@ -43,7 +43,7 @@ struct AllOfOption: ParsableArguments {
   }
 
   static func describe(_ report: AllOfReport) -> String {
-    let past = ["attach": "attached", "enable": "enabled", "disable": "disabled"]
+    let past = ["attach": "attached", "enable": "enabled", "disable": "disabled", "remove": "removed"]
     let verb = report.dryRun ? "would \(report.operation)" : past[report.operation] ?? report.operation
     var lines = [
       "\(verb) '\(report.patch)' on \(report.patched) of \(report.processes.count) processes of \(report.path): "
@@ -60,6 +60,7 @@ struct AllOfOption: ParsableArguments {
     case "enabled":
       lines.append("  rule enabled again: new processes of \(report.path) get '\(report.patch)'")
     case "disabled": lines.append("  rule disabled: new processes of \(report.path) are left alone")
+    case "removed": lines.append("  rule removed: it was disabled, and '\(report.patch)' is gone")
     default: break
     }
     lines += report.notes.map { "  note: " + $0 }

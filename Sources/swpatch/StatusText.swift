@@ -36,6 +36,16 @@ func renderStatusText(_ report: StatusReport) -> String {
       "\(patch.id) \(patch.state.rawValue)" + (patch.sha256.map { " sha256=\($0.prefix(16))…" } ?? "")
     }
     lines.append("  patches: " + (patches.isEmpty ? "none" : patches.joined(separator: ", ")))
+    let idWidth = target.patches.map(\.id.count).max() ?? 0
+    for patch in target.patches {
+      guard let origin = patch.origin else { continue }
+      let onDisk = origin.onDisk.map { "  on disk: \($0.rawValue)" } ?? ""
+      let file = origin.patchFile.map { "  from \($0)" } ?? ""
+      lines.append(
+        "    " + pad(patch.id, idWidth) + "  " + origin.path + "  sha256=\(origin.sha256 ?? "unknown")"
+          + onDisk
+          + file)
+    }
     if target.patches.contains(where: { $0.state == .disabled }) {
       // Unloading could pull code from under a thread that is still to return into it.
       lines.append("  note: disabled patches stay loaded (threads may still return into their code)")

@@ -346,11 +346,17 @@ struct Remove: ParsableCommand {
       unloaded (dlclose in the target, then its memfd closed) once no thread has a
       frame in its code, retried for --retry-for; a library another patch uses, or
       that another patch's prev cell points into, stays loaded and the report says why.
-      Example:
+      With --all-of PATH, every process of the file, each on its own (and a disabled
+      rule for the patch is forgotten). Examples:
         swpatch disable 4242 fix-compute && swpatch remove 4242 fix-compute
+        swpatch remove --all-of /usr/sbin/app fix-compute
       """)
-  @Argument(help: "Pid of the patched process.") var pid: Int32
-  @Argument(help: "The id of the patch, as in its patch file.") var patchID: String
+  @Argument(
+    help: ArgumentHelp(
+      "Pid of the patched process (omit with --all-of), then the id of the patch, as in its patch file.",
+      valueName: "pid> <patch-id"))
+  var arguments: [String]
+  @OptionGroup var allOf: AllOfOption
   @Flag(help: "Print what would be removed and change nothing.") var dryRun = false
   @Option(
     help:
@@ -364,10 +370,20 @@ struct Remove: ParsableCommand {
   var retryFor: Double = 5
   @OptionGroup var common: CommonOptions
 
+  func validate() throws {
+    try allOf.validate(arguments, names: ["<pid>", "<patch-id>"])
+  }
+
   func run() throws {
+    var options = OperationOptions(dryRun: dryRun)
+    options.retryFor = retryFor
+    let patchID = arguments.last ?? ""
+    if allOf.allOf != nil {
+      let request = Request(op: .remove, patchID: patchID, options: options, allOf: allOf.absolutePath)
+      return try AllOfOption.run(request, common: common)
+    }
+    let pid = Int32(arguments[0])!
     try Output.run(json: common.json) {
-      var options = OperationOptions(dryRun: dryRun)
-      options.retryFor = retryFor
       let request = Request(op: .remove, pid: pid, patchID: patchID, options: options)
       return try common.client().call(request, as: OperationReport.self)
     } text: {
@@ -505,7 +521,9 @@ struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Resolve function names in a running process.",
     discussion: """
-      Prints, per name, the object that defines it, its runtime address, size,
+      Prints, per name, the object that defines it (file name, soname and path, any of
+      which a patch file's `object` may give), its source file and line from DWARF
+      (what a patch file's `file` matches), its runtime address, size,
       binding, kind (function or ifunc), the object's build id, the function's
       compiler clones (name.constprop.N, name.isra.N, name.part.N, name.cold), and
       from DWARF (the object's or its separate debug file's, under
@@ -519,7 +537,9 @@ struct Symbols: ParsableCommand {
 
   struct Line: Encodable {
     var name: String
+    /// The object's file name (what `object` names), its `DT_SONAME`, its path in maps.
     var object: String?
+    var soname: String?
     var path: String?
     var address: String?
     var size: UInt64?
@@ -535,13 +555,19 @@ struct Symbols: ParsableCommand {
     var inlineSites: [String]?
     /// The separate debug file the symbols or DWARF came from, if any.
     var debugFile: String?
+    /// Where DWARF says the function is defined (`DW_AT_decl_file`, else the compile
+    /// unit's name) and the line, when known: what a patch file's `file` matches.
+    var sourceFile: String?
+    var sourceLine: Int?
     var error: String?
     var code: String?
     enum CodingKeys: String, CodingKey {
-      case name, object, path, address, size, binding, kind, sympos, clones, prototype, error, code
+      case name, object, soname, path, address, size, binding, kind, sympos, clones, prototype, error, code
       case buildID = "build_id"
       case inlineSites = "inline_sites"
       case debugFile = "debug_file"
+      case sourceFile = "source_file"
+      case sourceLine = "source_line"
     }
   }
 
@@ -561,12 +587,14 @@ struct Symbols: ParsableCommand {
         }
         return found.map {
           let dwarf = image.dwarfFunction($0)
+          let object = image.object(containing: $0.address)
           return Line(
-            name: name, object: $0.object, path: $0.objectPath, address: hexAddress($0.address),
+            name: name, object: $0.object, soname: object?.soname, path: $0.objectPath,
+            address: hexAddress($0.address),
             size: $0.size, binding: $0.binding.rawValue, kind: $0.kind.rawValue, sympos: $0.sympos,
             buildID: $0.buildID, clones: image.clones(of: name, in: $0.object).map(\.name),
             prototype: dwarf.map { "\($0.prototype)" }, inlineSites: dwarf?.inlineSites.map(\.description),
-            debugFile: image.object(containing: $0.address)?.debugFile)
+            debugFile: object?.debugFile, sourceFile: dwarf?.file, sourceLine: dwarf?.line)
         }
       }
     } text: { lines in
@@ -575,7 +603,8 @@ struct Symbols: ParsableCommand {
         return [
           line.name, line.object ?? "", line.address ?? "", "size=\(line.size ?? 0)",
           line.binding ?? "", line.kind ?? "", "sympos=\(line.sympos ?? 0)",
-          "build_id=\(line.buildID ?? "none")",
+          "source=\(line.sourceFile.map { file in line.sourceLine.map { "\(file):\($0)" } ?? file } ?? "unknown")",
+          "soname=\(line.soname ?? "none")", "path=\(line.path ?? "")", "build_id=\(line.buildID ?? "none")",
         ].joined(separator: "  ")
           + ((line.clones ?? []).isEmpty ? "" : "  clones=\(line.clones!.joined(separator: ","))")
           + ((line.inlineSites ?? []).isEmpty

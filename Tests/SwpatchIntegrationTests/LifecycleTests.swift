@@ -80,6 +80,45 @@ import Testing
     #expect(target.waitForValue("compute", "147", from: target.output.count))
   }
 
+  @Test func statusShowsWhereEachPatchCameFromAndWhetherItsFileStillHoldsIt() throws {
+    let ws = Workspace()
+    let target = try Fixture("loop", ["20"])
+    defer { target.stop() }
+    #expect(target.waitForValue("compute", "42"))
+    let library = ws.directory + "/libfix-build.so"
+    try FileManager.default.copyItem(atPath: Paths.fixture("libsameid-a.so"), toPath: library)
+    let patch = ws.write(
+      "fix.json",
+      #"{"id": "fix", "library": "\#(library)", "functions": [{"old": "compute", "new": "compute_sameid"}]}"#)
+    #expect(ws.swpatch("attach", "\(target.pid)", patch).status == 0)
+    let loaded = sha256(library)
+
+    func origin() throws -> [String: Any] {
+      let json = try #require(ws.swpatch("status", "\(target.pid)", "--json").json)
+      let targets = try #require(json["targets"] as? [[String: Any]])
+      let patches = try #require(targets.first?["patches"] as? [[String: Any]])
+      return try #require(patches.first?["origin"] as? [String: Any], "\(json)")
+    }
+    let first = try origin()
+    #expect(first["path"] as? String == library)
+    #expect(first["sha256"] as? String == loaded)
+    #expect(first["on_disk"] as? String == "same")
+    #expect(first["patch_file"] as? String == patch)
+    let text = ws.swpatch("status", "\(target.pid)").output
+    #expect(text.contains("fix  \(library)  sha256=\(loaded)  on disk: same  from \(patch)"), "\(text)")
+
+    // Rebuilt in place: the loaded content is still the old one.
+    try FileManager.default.removeItem(atPath: library)
+    try FileManager.default.copyItem(atPath: Paths.fixture("libsameid-b.so"), toPath: library)
+    let changed = try origin()
+    #expect(changed["on_disk"] as? String == "changed")
+    #expect(changed["sha256"] as? String == loaded)
+    #expect(ws.swpatch("status", "\(target.pid)").output.contains("on disk: changed"))
+
+    try FileManager.default.removeItem(atPath: library)
+    #expect(try origin()["on_disk"] as? String == "missing")
+  }
+
   @Test func removingFourPatchesInTurnLeavesNoLibraryAndNoMemfd() throws {
     let ws = Workspace()
     let target = try Fixture("loop", ["20"])

@@ -55,6 +55,55 @@ import Testing
     }
   }
 
+  @Test func removeAllOfTakesADisabledPatchOutOfEveryProcessAndForgetsItsRule() throws {
+    let ws = Workspace()
+    let loop = try copy("loop", in: ws)
+    let targets = try (0..<4).map { _ in try Fixture(path: loop, ["20"]) }
+    defer { targets.forEach { $0.stop() } }
+    for target in targets { #expect(target.waitForValue("compute", "42")) }
+    let attached = ws.run(["attach", "--all-of", loop, fix(ws), "--json"])
+    #expect(attached.json?["patched"] as? Int == 4, "\(attached.output)")
+
+    // Enabled everywhere: every process refuses, and nothing is removed.
+    let refused = ws.run(["remove", "--all-of", loop, "fix-compute", "--json"])
+    #expect(refused.status == 1)
+    let refusals = try #require(refused.json?["failed"] as? [[String: Any]], "\(refused.output)")
+    #expect(refusals.count == 4)
+    #expect(refusals.allSatisfy { $0["code"] as? String == "patch_enabled" }, "\(refusals)")
+    #expect(refused.json?["rule"] == nil)
+    let kept = try #require(ws.run(["status", "--json"]).json?["targets"] as? [[String: Any]])
+    #expect(kept.count == 4)
+
+    // Disabled in one process only: that one is removed, the others refuse.
+    #expect(ws.swpatch("disable", "\(targets[0].pid)", "fix-compute").status == 0)
+    let one = ws.run(["remove", "--all-of", loop, "fix-compute", "--json"])
+    #expect(one.json?["patched"] as? Int == 1, "\(one.output)")
+    #expect((one.json?["failed"] as? [Any])?.count == 3)
+
+    let disabled = ws.run(["disable", "--all-of", loop, "fix-compute"])
+    #expect(disabled.status == 0, "\(disabled.output)")
+    let removed = ws.run(["remove", "--all-of", loop, "fix-compute"])
+    #expect(removed.status == 0, "\(removed.output)")
+    #expect(
+      removed.output.hasPrefix("removed 'fix-compute' on 3 of 4 processes"), "\(removed.output)")
+    #expect(removed.output.contains("skipped pid \(targets[0].pid)"), "\(removed.output)")
+    #expect(removed.output.contains("rule removed"), "\(removed.output)")
+    for target in targets {
+      let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+      #expect(!maps.contains("memfd:swpatch-"), "pid \(target.pid) still maps a patch library")
+      #expect(target.waitForValue("compute", "42", from: target.output.count))
+    }
+    let status = try #require(ws.run(["status", "--json"]).json?["targets"] as? [[String: Any]])
+    // Each target stays listed (its trampoline page stays), with no patch left.
+    #expect(status.count == 4, "\(status)")
+    #expect(status.allSatisfy { ($0["patches"] as? [Any])?.isEmpty == true }, "\(status)")
+    let rules = ws.run(["rules", "--json"])
+    let list = try #require(
+      (try? JSONSerialization.jsonObject(with: Data(rules.output.utf8))) as? [[String: Any]],
+      "\(rules.output)")
+    #expect(list.isEmpty)
+  }
+
   @Test func aRulePatchesNewProcessesAndSurvivesARestartOfTheDaemon() throws {
     let ws = Workspace()
     let loop = try copy("loop", in: ws)

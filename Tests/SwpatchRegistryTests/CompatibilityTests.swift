@@ -33,7 +33,15 @@ import Testing
     let encoded = try JSONEncoder().encode(registry)
     #expect(try JSONDecoder().decode(RegistryState.self, from: encoded) == registry)
     let text = String(decoding: encoded, as: UTF8.self)
-    #expect(!text.contains("exec_id") && !text.contains("inherited_from"))
+    #expect(!text.contains("exec_id") && !text.contains("inherited_from") && !text.contains("patch_file"))
+    #expect(target.patches.allSatisfy { $0.patchFile == nil })
+    // Its status still shows each patch's library and SHA-256 as its origin, with no
+    // patch file (none was recorded then).
+    let origins = StatusReport(registry).targets.first?.patches.compactMap(\.origin) ?? []
+    #expect(origins.count == 3)
+    #expect(origins.map(\.path) == target.patches.map(\.library))
+    #expect(origins.map(\.sha256) == target.patches.map(\.sha256))
+    #expect(origins.allSatisfy { $0.patchFile == nil && $0.onDisk == nil })
     // A plan on it works as on a registry written today.
     let plan = try target.planDisable("p2")
     #expect(!plan.effects.isEmpty)

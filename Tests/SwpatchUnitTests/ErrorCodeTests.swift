@@ -42,8 +42,11 @@ import Testing
     let symbols: [SymbolError] = [
       .processGone(pid: 1), .cannotOpen(path: "/x", reason: ""), .badLibrary(path: "/x", reason: ""),
       .notFound(name: "f", searched: []), .notInLibrary(name: "f", library: "/x"),
-      .objectNotLoaded(object: "o", loaded: []), .ambiguousAcrossObjects(name: "f", objects: []),
+      .objectNotLoaded(object: "o", loaded: []), .ambiguousObject(object: "o", candidates: []),
+      .ambiguousAcrossObjects(name: "f", objects: []),
       .symposOutOfRange(name: "f", sympos: 3, count: 1),
+      .sourceFileNotFound(name: "f", file: "a.c", candidates: []),
+      .sourceFileMismatch(name: "f", file: "a.c", sympos: 1, actual: "b.c"),
       .notAFunction(name: "f", object: "o", kind: "object"),
       .unwindFailed(pid: 1, reason: ""), .noPrototype(name: "f", object: "o", path: "/x"),
     ]
