@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux nginx
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
@@ -128,6 +128,9 @@ $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -o $@ $<
 # A patch library written with include/swpatch.h, as authors are told to build theirs.
 $(FIXOUT)/librelwrap.so: $(FIX)/librelwrap.c include/swpatch.h | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -Wmissing-prototypes -fPIC -shared -Iinclude -o $@ $<
+# A replacement for Debian nginx's ngx_http_send_response (NginxTests).
+$(FIXOUT)/libngxfix.so: $(FIX)/libngxfix.c include/swpatch.h | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -Wmissing-prototypes -fPIC -shared -Iinclude -o $@ $<
 # Two libraries with one build id (the symbol cache must key by content).
 $(FIXOUT)/libsameid-%.so: $(FIX)/libsameid-%.c | $(FIXOUT)
