@@ -193,10 +193,14 @@ $(BENCHOUT)/.generated: $(FIX)/gen-bench.sh | $(FIXOUT)
 $(BENCHOUT)/bench-target: $(FIX)/bench-target.c $(BENCHOUT)/.generated
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $< \
 	  $(BENCHOUT)/bench-functions.c -ldl
+# Many copies of a small sleeping program, for the --all-of rows.
+$(BENCHOUT)/bench-idle: $(FIX)/bench-idle.c | $(FIXOUT)
+	@mkdir -p $(BENCHOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(BENCHOUT)/libbench-%.so: $(BENCHOUT)/.generated
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fPIC -shared -o $@ $(BENCHOUT)/libbench-$*.c
 
-bench-fixtures: $(BENCHOUT)/bench-target $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so)
+bench-fixtures: $(BENCHOUT)/bench-target $(BENCHOUT)/bench-idle $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so)
 
 bench: deps bench-fixtures
 	@bash bench/setup.sh
