@@ -61,26 +61,30 @@ struct AllOfBench {
       ] {
         progress("--all-of: \(op) over \(count) processes")
         let result = bench.swpatch(args + ["--json"], timeout: timeout)
-        try check(result, op, patched: count)
+        let stops = try check(result, op, patched: count)
         report.add(Self.section, Self.label(op, processes: count, "wall"), .s, [result.wall.seconds])
         report.add(
           Self.section, Self.label(op, processes: count, "per process"), .ms,
           [result.wall.seconds * 1000 / Double(count)])
+        // The share of each process's turn that it spent stopped.
+        report.add(Self.section, Self.label(op, processes: count, "stop per process"), .ms, stops)
       }
       return
     }
     throw BenchError("bench-idle \(dead) exited at start")
   }
 
-  /// The summary must say every process was done and none failed.
-  private func check(_ result: ChildResult, _ op: String, patched count: Int) throws {
+  /// The summary must say every process was done and none failed; returns each
+  /// process's stop, ms.
+  private func check(_ result: ChildResult, _ op: String, patched count: Int) throws -> [Double] {
     guard result.succeeded else { throw BenchError("\(op) --all-of: \(result.failure)") }
     guard
       let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-      let done = object["patched"] as? Int
+      let done = object["patched"] as? Int, let processes = object["processes"] as? [[String: Any]]
     else { throw BenchError("\(op) --all-of --json printed no summary: \(result.stdout.prefix(200))") }
     guard done == count, (object["failed"] as? [Any])?.isEmpty == true else {
       throw BenchError("\(op) --all-of did \(done) of \(count): \(result.stdout.prefix(300))")
     }
+    return processes.compactMap { ($0["stopped_us"] as? NSNumber)?.doubleValue }.map { $0 / 1000 }
   }
 }
