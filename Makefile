@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux nginx
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
@@ -137,6 +137,9 @@ $(FIXOUT)/lib%.so: $(FIX)/lib%.c | $(FIXOUT)
 # A patch library written with include/swpatch.h, as authors are told to build theirs.
 $(FIXOUT)/librelwrap.so: $(FIX)/librelwrap.c include/swpatch.h | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -Wmissing-prototypes -fPIC -shared -Iinclude -o $@ $<
+# A replacement for Debian nginx's ngx_http_send_response (NginxTests).
+$(FIXOUT)/libngxfix.so: $(FIX)/libngxfix.c include/swpatch.h | $(FIXOUT)
+	$(CC) $(FIXTURE_CFLAGS) -Wmissing-prototypes -fPIC -shared -Iinclude -o $@ $<
 # Two libraries with one build id (the symbol cache must key by content).
 $(FIXOUT)/libsameid-%.so: $(FIX)/libsameid-%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fPIC -shared -Wl,--build-id=0x5a5a5a5a5a5a5a5a -o $@ $<
@@ -198,10 +201,14 @@ $(BENCHOUT)/.generated: $(FIX)/gen-bench.sh | $(FIXOUT)
 $(BENCHOUT)/bench-target: $(FIX)/bench-target.c $(BENCHOUT)/.generated
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -rdynamic -o $@ $< \
 	  $(BENCHOUT)/bench-functions.c -ldl
+# Many copies of a small sleeping program, for the --all-of rows.
+$(BENCHOUT)/bench-idle: $(FIX)/bench-idle.c | $(FIXOUT)
+	@mkdir -p $(BENCHOUT)
+	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -o $@ $<
 $(BENCHOUT)/libbench-%.so: $(BENCHOUT)/.generated
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -fPIC -shared -o $@ $(BENCHOUT)/libbench-$*.c
 
-bench-fixtures: $(BENCHOUT)/bench-target $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so) \
+bench-fixtures: $(BENCHOUT)/bench-target $(BENCHOUT)/bench-idle $(foreach n,$(BENCH_SIZES),$(BENCHOUT)/libbench-$(n).so) \
   $(FIXOUT)/hot $(FIXOUT)/libhot.so
 
 bench: deps bench-fixtures

@@ -74,8 +74,8 @@ public struct TargetProcess: Sendable, Equatable {
   /// A fatal signal sent to the group is added to the shared pending set before any
   /// thread has died: a process in that state is already lost.
   private static func killPending(_ status: String) -> Bool {
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("ShdPnd:") }),
-      let mask = UInt64(line.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16)
+    guard let value = statusLine("ShdPnd:", in: status),
+      let mask = UInt64(value.trimmingCharacters(in: .whitespaces), radix: 16)
     else { return false }
     return mask & (1 << (UInt64(SIGKILL) - 1)) != 0
   }
@@ -193,8 +193,25 @@ extension TargetProcess {
 
   /// The numbers of one line of /proc/PID/status (`Uid:`, `Gid:`, `TracerPid:`).
   static func statusField(_ key: String, in status: String) -> [UInt32] {
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return [] }
-    return line.dropFirst(key.count).split(whereSeparator: { $0 == "\t" || $0 == " " })
-      .compactMap { UInt32($0) }
+    guard let value = statusLine(key, in: status) else { return [] }
+    return value.split(whereSeparator: { $0 == "\t" || $0 == " " }).compactMap { UInt32($0) }
+  }
+
+  /// What follows `key` on the line of /proc/PID/status that starts with it. Found on
+  /// the bytes, without splitting the file into lines: the registry looks at every
+  /// target's status on every operation (`isAlive`), so with N targets an `--all-of`
+  /// over N processes does this N² times, and splitting was half the daemon's time.
+  static func statusLine(_ key: String, in status: String) -> Substring? {
+    let bytes = status.utf8
+    let prefix = Array(key.utf8)
+    var start = bytes.startIndex
+    while start < bytes.endIndex {
+      let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
+      if bytes[start..<end].starts(with: prefix) {
+        return status[bytes.index(start, offsetBy: prefix.count)..<end]
+      }
+      start = end == bytes.endIndex ? end : bytes.index(after: end)
+    }
+    return nil
   }
 }

@@ -12,6 +12,14 @@ struct Targets {
     callRate()
     lookups()
     memory()
+    allOf()
+  }
+
+  private func allOf() {
+    let row = report.row(AllOfBench.section, AllOfBench.label("attach", processes: 1000, "wall"))
+    report.check(
+      "attach --all-of over 1,000 processes <= 10 s (issue 11)", met: row.map { $0.median <= 10 },
+      figure: row.map { format($0.median, .s) } ?? "not measured")
   }
 
   private func attachWall() {

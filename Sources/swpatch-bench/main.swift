@@ -15,6 +15,7 @@ do {
   var symbols = SymbolBench(env: env, report: report)
   if env.runs("symbols") { symbols.run() }
   if env.runs("memory") { MemoryBench(env: env, report: report).run(symbolsPeakMB: symbols.cliPeakMB) }
+  AllOfBench(env: env, report: report).run()
   Targets(report: report).evaluate()
   print(report.table)
   try report.json().write(to: URL(fileURLWithPath: env.output))

@@ -133,9 +133,16 @@ import Testing
       "rule: new process patched after (ms) median \(Int(sorted[sorted.count / 2])), min \(Int(sorted.first!)), max \(Int(sorted.last!))"
     )
 
-    let rules = ws.run(["rules", "--json"])
-    let list = try #require(
-      (try? JSONSerialization.jsonObject(with: Data(rules.output.utf8))) as? [[String: Any]])
+    // The rule counts a process once its attach has returned, which is a moment after
+    // the process shows the patched value: wait for the count (seen 9 of 10 at load 30).
+    var list: [[String: Any]] = []
+    for _ in 0..<50 {
+      let rules = ws.run(["rules", "--json"])
+      list = try #require(
+        (try? JSONSerialization.jsonObject(with: Data(rules.output.utf8))) as? [[String: Any]])
+      if list.first?["applied"] as? Int == 10 { break }
+      usleep(100_000)
+    }
     #expect(list.count == 1)
     #expect(list.first?["enabled"] as? Bool == true)
     #expect(list.first?["applied"] as? Int == 10)
