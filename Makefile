@@ -9,7 +9,7 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install
+.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install man
 
 all: build
 
@@ -221,6 +221,26 @@ release-check:
 	  $(MAKE) install PREFIX=$$dir/prefix; \
 	  test -x $$dir/prefix/bin/swpatch && test -f $$dir/prefix/include/swpatch.h; \
 	  echo "release-check: make demo, make test, make bench and make install passed in $$dir/swpatch"
+
+# Man pages (docs/operations.md), generated, never written by hand: swpatch(1)
+# from the argument parser's own definitions by its generate-manual tool (built
+# from the swift-argument-parser checkout, which reads `swpatch --experimental-dump-help`),
+# and swpatch-patch(5) from docs/patch-format.md by packaging/md2man.py; `make man`
+# refreshes the copies kept in man/ (ManualTests checks they name every verb and flag).
+VERSION ?= 0.1.0
+MAN_DATE ?= $(shell git log -1 --format=%cs -- Sources/swpatch docs/patch-format.md 2>/dev/null)
+GENMAN_SCRATCH := .build/generate-manual
+GENMAN := $(GENMAN_SCRATCH)/release/generate-manual
+
+$(GENMAN):
+	$(SWIFT) package resolve
+	$(SWIFT) build -c release --package-path .build/checkouts/swift-argument-parser \
+	  --scratch-path $(GENMAN_SCRATCH) --product generate-manual
+
+man: deps $(GENMAN)
+	$(SWIFT) build --product swpatch
+	@mkdir -p man
+	bash packaging/gen-man.sh "$$($(SWIFT) build --show-bin-path)/swpatch" $(GENMAN) $(MAN_DATE) $(VERSION) man
 
 clean:
 	rm -rf .build $(FIXOUT)
