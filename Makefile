@@ -9,7 +9,8 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install
+.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install \
+  man deb deb-deps deb-check
 
 all: build
 
@@ -229,5 +230,46 @@ release-check:
 	  test -x $$dir/prefix/bin/swpatch && test -f $$dir/prefix/include/swpatch.h; \
 	  echo "release-check: make demo, make test, make bench and make install passed in $$dir/swpatch"
 
+# Man pages, completions and the Debian package (docs/operations.md). The man pages are
+# generated from the argument parser's own definitions by its generate-manual tool (built
+# from the swift-argument-parser checkout, which reads `swpatch --experimental-dump-help`),
+# and swpatch-patch(5) from docs/patch-format.md by packaging/md2man.py; `make man`
+# refreshes the copies kept in man/ (ManualTests checks they name every verb and flag),
+# `make deb` generates its own from the release binary. Not part of `make test`: the
+# release build with the static Swift standard library takes several minutes.
+VERSION ?= 0.1.0
+MAN_DATE ?= $(shell git log -1 --format=%cs -- Sources/swpatch docs/patch-format.md 2>/dev/null)
+GENMAN_SCRATCH := .build/generate-manual
+GENMAN := $(GENMAN_SCRATCH)/release/generate-manual
+DEB := dist/swpatch_$(VERSION)_amd64.deb
+DEB_TOOLS := dpkg-dev lintian man-db xz-utils
+# Who the package names as its maintainer: set it to a real address before shipping.
+DEB_MAINTAINER ?= swpatch developers <swpatch@example.org>
+
+$(GENMAN):
+	$(SWIFT) package resolve
+	$(SWIFT) build -c release --package-path .build/checkouts/swift-argument-parser \
+	  --scratch-path $(GENMAN_SCRATCH) --product generate-manual
+
+man: deps $(GENMAN)
+	$(SWIFT) build --product swpatch
+	@mkdir -p man
+	bash packaging/gen-man.sh "$$($(SWIFT) build --show-bin-path)/swpatch" $(GENMAN) $(MAN_DATE) $(VERSION) man
+
+deb-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(DEB_TOOLS)"
+
+deb: deb-deps $(GENMAN)
+	$(SWIFT) build -c release --static-swift-stdlib --product swpatch --scratch-path .build/deb
+	bash packaging/build-deb.sh $(VERSION) "$$($(SWIFT) build -c release --scratch-path .build/deb --show-bin-path)/swpatch" \
+	  $(GENMAN) $(MAN_DATE) "$(DEB_MAINTAINER)"
+
+# lintian, then the package unpacked into a scratch root: file list, `swpatch --help`,
+# `symbols` and `attach` from it, `man -l` on each page, each completion loaded in its
+# shell (zsh and fish installed when missing).
+deb-check: fixtures
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(DEB_PACKAGES) $(DEB_TOOLS) zsh fish"
+	bash packaging/deb-check.sh $(DEB)
+
 clean:
-	rm -rf .build $(FIXOUT)
+	rm -rf .build $(FIXOUT) dist

@@ -85,7 +85,12 @@ let package = Package(
         "SwpatchProtocol",
       ]),
     // The CLI's own rendering (text output of the wire types).
-    .testTarget(name: "SwpatchCLITests", dependencies: ["swpatch", "SwpatchRegistry"]),
+    // ... and its man pages and completions (ManualTests).
+    .testTarget(
+      name: "SwpatchCLITests",
+      dependencies: [
+        "swpatch", "SwpatchRegistry", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
     .testTarget(
       name: "SwpatchIntegrationTests",
       dependencies: [
