@@ -349,6 +349,20 @@ public final class Engine: Sendable {
       // A generation past the journal's: the registry did record the result.
       let current = (try? store.snapshot())?.target(id)?.generation ?? 0
       guard current == header.generation else { continue }
+      // Every write was made and the target resumed: only the registry's record was
+      // missing. Recording it now is what the dead daemon was about to do.
+      if let commit = leftover.commit {
+        do {
+          try store.locked { session in
+            guard (session.registry.target(id)?.generation ?? 0) == header.generation else { return }
+            try session.save(commit)
+          }
+          done.append((id, "recorded the result of an operation that swpatch finished and did not record"))
+        } catch {
+          done.append((id, "could not record the result of a finished operation: \(error)"))
+        }
+        continue
+      }
       // A transition under way is finished forward (or reversed by `finish` itself, as
       // a live daemon would); only one that cannot be rebuilt is simply put back.
       if let transition = leftover.transition {
@@ -461,8 +475,12 @@ public final class Engine: Sendable {
 
   // MARK: The stop
 
-  /// Stops every thread of the target, runs `body` in a transaction, persists the new
-  /// state while still stopped, and resumes. Any failure rolls memory back first.
+  /// Stops every thread of the target, runs `body` in a transaction, and resumes; then
+  /// persists the new state. Any failure in the stop rolls memory back first. The
+  /// registry is written after the resume, so the target waits for none of it: the
+  /// journal, made before the stop, gets the new state as its last line inside the
+  /// stop, so a daemon killed between the resume and the save leaves the next one to
+  /// record it (`recoverInterruptedOperations`); a save that fails puts the writes back.
   /// With a stack `check`, a thread inside what is switched away from that cannot be
   /// caught on return makes the attempt throw `StackBlocked` before anything is written;
   /// those that can are handed to `body`. A transition left pending is committed later
@@ -473,28 +491,39 @@ public final class Engine: Sendable {
     _ body: @escaping (Transaction, StoppedTarget, [CatchPoint]) throws -> Executed
   ) throws -> (Executed, Duration) {
     let timeout = options.callTimeout
-    return try tracer.withStoppedMeasured(pid) { target in
+    let journal = try UndoJournal(state: store.state, target: state.id, generation: state.generation)
+    var kept = false
+    defer { if !kept { journal.discard() } }
+    let ((executed, writes), stopped) = try tracer.withStoppedMeasured(pid) { target in
       let transaction = Transaction(target: target, state: state, callTimeout: timeout)
       transaction.keepsPrologues = options.consistency == .entry
+      transaction.journal = journal
       do {
         try transaction.checkPages()
-        transaction.journal = try UndoJournal(
-          state: self.store.state, target: state.id, generation: state.generation)
         // A thread passing through a hook's slot has no unwind information there: sent on
         // to where the slot jumps (the version it was calling), its stack can be read.
         if check != nil { try transaction.moveThreadsOutOfSlots() }
         let points = try check?.catchPoints(in: target, allowed: catching) ?? []
         let executed = try body(transaction, target, points)
-        if executed.transition == nil {
-          try session.save(executed.next)
-          transaction.journal?.discard()
-        }
-        return executed
+        if executed.transition == nil { try journal.record(commit: executed.next) }
+        return (executed, transaction.writes)
       } catch {
         transaction.rollback()
         throw error
       }
     }
+    guard executed.transition == nil else {
+      kept = true
+      return (executed, stopped)
+    }
+    do {
+      try session.save(executed.next)
+    } catch {
+      // The target runs the result and the registry cannot say so: undo it.
+      try? tracer.withStopped(pid) { target in try UndoJournal.putBack(writes, into: target) }
+      throw error
+    }
+    return (executed, stopped)
   }
 
   // MARK: Checks before anything is touched

@@ -63,6 +63,18 @@ final class UndoJournal {
     try append(TransitionLine(transition: transition))
   }
 
+  /// One line: every write is made; the registry is to record `commit` (see
+  /// `Engine.runStopped`).
+  private struct CommitLine: Codable {
+    var commit: TargetState
+  }
+
+  /// Records, as the stop's last act, the state the registry is to get once the target
+  /// runs again.
+  func record(commit: TargetState) throws {
+    try append(CommitLine(commit: commit))
+  }
+
   /// Records what is at `address` before it is overwritten.
   func record(address: UInt64, previous: [UInt8]) throws {
     try append(Entry(address: address, bytes: previous))
@@ -108,7 +120,7 @@ final class UndoJournal {
   /// header with its entries, oldest first. A torn last line (killed mid-append) is
   /// skipped: its write had not been made.
   static func leftovers(in state: StateDirectory) -> [(
-    path: String, header: Header, entries: [Entry], transition: TransitionRecord?
+    path: String, header: Header, entries: [Entry], transition: TransitionRecord?, commit: TargetState?
   )] {
     let folder = state.journals
     let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
@@ -125,7 +137,10 @@ final class UndoJournal {
       let transition = lines.dropFirst().lazy.compactMap {
         try? JSONDecoder().decode(TransitionLine.self, from: $0).transition
       }.first
-      return (path, header, entries, transition)
+      let commit = lines.dropFirst().lazy.compactMap {
+        try? JSONDecoder().decode(CommitLine.self, from: $0).commit
+      }.first
+      return (path, header, entries, transition, commit)
     }
   }
 }
