@@ -492,6 +492,7 @@ public final class Engine: Sendable {
   ) throws -> (Executed, Duration) {
     let timeout = options.callTimeout
     let journal = try UndoJournal(state: store.state, target: state.id, generation: state.generation)
+    let maps = state.pages.isEmpty ? nil : try? ProcessMaps.read(pid: pid)
     var kept = false
     defer { if !kept { journal.discard() } }
     let ((executed, writes), stopped) = try tracer.withStoppedMeasured(pid) { target in
@@ -499,7 +500,7 @@ public final class Engine: Sendable {
       transaction.keepsPrologues = options.consistency == .entry
       transaction.journal = journal
       do {
-        try transaction.checkPages()
+        try transaction.checkPages(maps: maps)
         // A thread passing through a hook's slot has no unwind information there: sent on
         // to where the slot jumps (the version it was calling), its stack can be read.
         if check != nil { try transaction.moveThreadsOutOfSlots() }

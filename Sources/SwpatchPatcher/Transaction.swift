@@ -96,9 +96,12 @@ final class Transaction {
   /// swpatch before the stub existed, `int3`), in an anonymous executable mapping. A
   /// page that fails was not ours any more (after `execve` the address may hold the
   /// new program's code), and writing a slot there would corrupt it.
-  func checkPages() throws {
+  /// `maps` may be read before the stop (reading them costs a quarter of a millisecond
+  /// here, which every held thread would wait for): what the page holds is still read
+  /// in the stop, so a page unmapped or replaced meanwhile is refused all the same.
+  func checkPages(maps known: [MapEntry]? = nil) throws {
     guard !knownPages.isEmpty else { return }
-    let maps = try target.mappings()
+    let maps = try known ?? target.mappings()
     for page in knownPages {
       let mapping = maps.first { $0.start <= page.base && page.base < $0.end }
       guard let mapping, !mapping.isFileBacked, mapping.isExecutable,

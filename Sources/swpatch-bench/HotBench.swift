@@ -13,6 +13,11 @@ struct HotBench {
   let env: BenchEnvironment
   let report: Report
 
+  /// `swpatch status` in place of an operation: the same client and daemon on the CPUs,
+  /// no stop of the target. On a 2-core machine two busy workers are preempted for a
+  /// scheduler slice whenever anything else runs: this row is that, without swpatch.
+  static let baseline = "status (no stop)"
+
   static func label(_ op: String, threads: Int, consistency: String) -> String {
     "\(op), \(threads) worker\(threads == 1 ? "" : "s"), \(consistency)"
   }
@@ -29,7 +34,7 @@ struct HotBench {
         } catch {
           failure = "\(error)"
         }
-        for op in ["attach", "disable", "enable"] {
+        for op in ["attach", "disable", "enable", Self.baseline] {
           let name = Self.label(op, threads: threads, consistency: consistency)
           let rows = samples[op] ?? []
           report.add(
@@ -64,10 +69,10 @@ struct HotBench {
     let options = ["--consistency", consistency]
     func measure(_ op: String, _ args: [String]) throws {
       lines.skipPending()
-      let result = env.swpatch(args + options + ["--json"])
+      let result = env.swpatch(args + (op == Self.baseline ? [] : options) + ["--json"])
       guard result.succeeded else { throw BenchError("swpatch \(op): \(result.failure)") }
       let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
-      let stop = (object?["stopped_us"] as? NSNumber)?.doubleValue ?? .nan
+      let stop = (object?["stopped_us"] as? NSNumber)?.doubleValue ?? (op == Self.baseline ? 0 : .nan)
       // The lines covering the operation: until two whole lines after it ended.
       let gap = try lines.maxGap(following: 2)
       samples[op, default: []].append((stop, gap, result.wall.seconds * 1000))
@@ -76,6 +81,7 @@ struct HotBench {
     for _ in 0..<reps {
       try measure("disable", ["disable", "\(pid)", "hot-bench"])
       try measure("enable", ["enable", "\(pid)", "hot-bench"])
+      try measure(Self.baseline, ["status", "\(pid)"])
     }
   }
 }

@@ -48,9 +48,19 @@ struct Targets {
     for op in ["attach", "enable"] {
       let name = HotBench.label(op, threads: 2, consistency: "entry") + ": worker stall"
       let stall = report.row(HotBench.section, name)
+      let stop = report.row(HotBench.section, HotBench.label(op, threads: 2, consistency: "entry") + ": stop")
+      let baseline = report.row(
+        HotBench.section,
+        HotBench.label(HotBench.baseline, threads: 2, consistency: "entry") + ": worker stall")
+      let context = [
+        stop.map { "stop \(format($0.median, .us))" },
+        baseline.map { "no-stop baseline \(format($0.median, .us))" },
+      ].compactMap { $0 }.joined(separator: ", ")
       report.check(
         "hot-function program, \(op) with --consistency entry: longest worker stall <= 1 ms median, 2 workers",
-        met: stall.map { $0.median <= 1000 }, figure: stall.map { format($0.median, .us) } ?? "not measured")
+        met: stall.map { $0.median <= 1000 },
+        figure: stall.map { format($0.median, .us) + (context.isEmpty ? "" : " (\(context))") }
+          ?? "not measured")
     }
   }
 
