@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 CC ?= gcc
-DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux nginx
+DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g++ binutils make util-linux nginx python3-jsonschema
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
