@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchDaemon
 import SwpatchProcess
@@ -171,7 +172,7 @@ struct Run: ParsableCommand {
   }
 
   static func fail(_ message: String) -> ExitCode {
-    FileHandle.standardError.write(Data("swpatch run: error: \(message)\n".utf8))
+    writeToStandardError("swpatch run: error: \(message)\n")
     return ExitCode.failure
   }
 }

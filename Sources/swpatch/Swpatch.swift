@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import SwpatchBase
 import SwpatchDaemon
@@ -119,7 +120,7 @@ enum Output {
       if json {
         print(encode(["error": ["code": code, "message": "\(error)"]]))
       } else {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        writeToStandardError("error: \(error)\n")
       }
       throw ExitCode.failure
     }
@@ -146,7 +147,7 @@ enum Output {
       let width = report.functions.map(\.function.count).max() ?? 0
       for f in report.functions {
         lines.append(
-          "  \(f.function.padding(toLength: width, withPad: " ", startingAt: 0))  \(f.oldAddr) -> \(f.replacement) \(f.address)"
+          "  \(f.function.padded(to: width))  \(f.oldAddr) -> \(f.replacement) \(f.address)"
         )
       }
     }
@@ -163,7 +164,7 @@ enum Output {
         case "loader": place = "loader" + (e.object.map { ": \($0)" } ?? "")
         default: place = "nowhere (weak, NULL)"
         }
-        lines.append("    \(e.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(place)")
+        lines.append("    \(e.name.padded(to: width))  \(place)")
       }
     }
     if !report.alsoDisabled.isEmpty {
@@ -511,7 +512,7 @@ struct Daemon: ParsableCommand {
     do {
       try DaemonServer.run(config, logger: logger)
     } catch {
-      FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+      writeToStandardError("error: \(error)\n")
       throw ExitCode.failure
     }
   }
