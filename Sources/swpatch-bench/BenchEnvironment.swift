@@ -15,7 +15,7 @@ struct BenchEnvironment {
   var llvm: String?
   var output: String
   var quick: Bool
-  /// Sections to run (`--only operations,peers,hot,symbols,memory`); nil runs all.
+  /// Sections to run (`--only startup,operations,peers,hot,symbols,memory`); nil runs all.
   var only: Set<String>?
   /// Temporary directory for the state, control files and captured output.
   var scratch: String
@@ -162,7 +162,7 @@ struct BenchEnvironment {
   static let usage = """
     usage: swpatch-bench --swpatch PATH --fixtures DIR [--frida-python PATH]
                          [--frida-script PATH] [--gdb PATH] [--llvm PATH] [--out FILE] [--quick]
-                         [--only operations,peers,hot,symbols,memory]
+                         [--only startup,operations,peers,hot,symbols,memory]
     Run it through `make bench` (docs/benchmarks.md).
     """
 
