@@ -7,6 +7,7 @@ import SwpatchSymbols
 
 struct New: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "new",
     abstract: "Write a starting patch for a function: C source, a Makefile and the patch file.",
     discussion: """
       Reads the function's prototype from DWARF (the object's, or its separate debug

@@ -11,6 +11,9 @@ import SwpatchState
 import SwpatchSymbols
 
 @main
+// Every command names itself (`commandName`): without one the argument parser derives
+// each name with String(describing:) when it builds the command tree, and those casts
+// scan every protocol conformance of the binary at each start (issue 16).
 struct Swpatch: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "swpatch",
@@ -189,6 +192,7 @@ enum Output {
 
 struct Attach: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "attach",
     abstract: "Load a patch library into a running process and redirect its functions.",
     discussion: """
       Every function of the patch goes in together or none does. The first patch
@@ -313,6 +317,7 @@ struct PatchChange: ParsableArguments {
 
 struct Enable: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "enable",
     abstract: "Re-enable a disabled patch: its functions go back on top of their stacks.",
     discussion: "Example:\n  swpatch enable 4242 fix-compute")
   @OptionGroup var change: PatchChange
@@ -324,6 +329,7 @@ struct Enable: ParsableCommand {
 
 struct Disable: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "disable",
     abstract: "Disable a patch: each of its functions falls back to what is below it.",
     discussion: """
       Under policy `stack` only a patch on top of every stack it sits in may be
@@ -341,6 +347,7 @@ struct Disable: ParsableCommand {
 
 struct Remove: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "remove",
     abstract: "Take a disabled patch out for good: forget it and unload its library.",
     discussion: """
       The patch must be disabled, and no other patch may require it. Its library is
@@ -395,6 +402,7 @@ struct Remove: ParsableCommand {
 
 struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "status",
     abstract: "Show patched targets, each hook's stack (top first) and each patch's state.",
     discussion: """
       A hook whose memory no longer holds what the registry recorded (something
@@ -438,6 +446,7 @@ extension StatusReport {
 
 struct Log: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "log",
     abstract: "Show the audit log: every state-changing request, accepted or refused.",
     discussion: """
       One line per record: time, caller uid, target pid, operation, patch, result
@@ -466,6 +475,7 @@ struct Log: ParsableCommand {
 
 struct Daemon: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "daemon",
     abstract: "Run swpatchd, the daemon that owns the registry and does all patching.",
     discussion: """
       The daemon listens on a Unix socket (mode 0660, in a directory only root can
@@ -520,6 +530,7 @@ struct Daemon: ParsableCommand {
 
 struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "symbols",
     abstract: "Resolve function names in a running process.",
     discussion: """
       Prints, per name, the object that defines it (file name, soname and path, any of
