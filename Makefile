@@ -9,7 +9,7 @@ DEB_PACKAGES := libelf-dev libdw-dev libssl-dev libcapstone-dev pkg-config gcc g
 FIX := Fixtures
 FIXOUT := Fixtures/build
 
-.PHONY: all deps build fixtures test lint format demo clean bench bench-fixtures release-check install \
+.PHONY: all deps build fixtures test lint check-links format demo clean bench bench-fixtures release-check install \
   man deb deb-deps deb-check
 
 all: build
@@ -159,8 +159,13 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
 
 fixtures: $(FIXTURE_FILES)
 
+# The shipped binary: the Swift runtime and FoundationEssentials linked in statically, so
+# a start resolves a handful of system libraries instead of a dozen Swift ones (issue 16:
+# `swpatch status` in a few ms; docs/benchmarks.md, "Client start-up").
+RELEASE := -c release --static-swift-stdlib
+
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build $(RELEASE)
 
 # The release binary and the header patch authors include (include/swpatch.h), under
 # PREFIX (default /usr/local): PREFIX/bin/swpatch and PREFIX/include/swpatch.h.
@@ -168,12 +173,21 @@ build: deps
 PREFIX ?= /usr/local
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include
-	install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/swpatch" $(DESTDIR)$(PREFIX)/bin/swpatch
+	install -m 0755 "$$($(SWIFT) build $(RELEASE) --show-bin-path)/swpatch" $(DESTDIR)$(PREFIX)/bin/swpatch
 	install -m 0644 include/swpatch.h $(DESTDIR)$(PREFIX)/include/swpatch.h
 
+# The release binary's link check needs a release build (minutes): `make lint` (and so
+# `make test`) runs it on the one there is and says so when there is none; `make
+# check-links` builds it first.
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Package.swift
 	@bash .ci/ownership
+	@bin="$$($(SWIFT) build $(RELEASE) --show-bin-path)/swpatch"; \
+	  if [ -f "$$bin" ]; then bash .ci/no-foundation "$$bin"; \
+	  else echo "lint: no release build to check for Foundation and ICU (make check-links builds one)"; fi
+
+check-links: build
+	@bash .ci/no-foundation "$$($(SWIFT) build $(RELEASE) --show-bin-path)/swpatch"
 
 
 format:
@@ -184,8 +198,8 @@ test: deps fixtures lint
 	$(SWIFT) test --skip-build
 
 demo: deps fixtures
-	$(SWIFT) build -c release
-	@SWPATCH=$$($(SWIFT) build -c release --show-bin-path)/swpatch bash $(FIX)/demo.sh
+	$(SWIFT) build $(RELEASE)
+	@SWPATCH=$$($(SWIFT) build $(RELEASE) --show-bin-path)/swpatch bash $(FIX)/demo.sh
 
 # The benchmark (docs/benchmarks.md): its own target program and patches of 1, 100 and
 # 1,000 functions, generated into Fixtures/build/bench; peers (gdb, Frida, libLLVM-15)
@@ -214,8 +228,8 @@ bench-fixtures: $(BENCHOUT)/bench-target $(BENCHOUT)/bench-idle $(foreach n,$(BE
 
 bench: deps bench-fixtures
 	@bash bench/setup.sh
-	$(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH)
-	@bin=$$($(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --show-bin-path); \
+	$(SWIFT) build $(RELEASE) --scratch-path $(BENCH_SCRATCH)
+	@bin=$$($(SWIFT) build $(RELEASE) --scratch-path $(BENCH_SCRATCH) --show-bin-path); \
 	  "$$bin/swpatch-bench" --swpatch "$$bin/swpatch" --fixtures $(BENCHOUT) \
 	    --frida-python bench/.venv/bin/python --out bench/results.json $(BENCH_ARGS)
 

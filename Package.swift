@@ -35,8 +35,8 @@ let package = Package(
     .target(
       name: "SwpatchState",
       dependencies: ["SwpatchBase", .product(name: "SystemPackage", package: "swift-system")]),
-    // The bottom of every module: error codes (CodedError) and the hex form of addresses
-    // and bytes. Pure.
+    // The bottom of every module: error codes (CodedError), the hex form of addresses
+    // and bytes, and the few Glibc tools (locks, paths) that keep Foundation out.
     .target(name: "SwpatchBase"),
     // The wire protocol: requests, responses, reports, options and audit records, with
     // their JSON forms, shared by the daemon and the CLI. No I/O.

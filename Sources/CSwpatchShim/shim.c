@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <pthread.h>
 
 long swp_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data, int *err) {
   errno = 0;
@@ -108,3 +109,5 @@ void swp_forward_signals_to(pid_t child) {
     pthread_sigmask(SIG_UNBLOCK, &one, NULL);
   }
 }
+
+void swp_set_thread_name(const char *name) { pthread_setname_np(pthread_self(), name); }

@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 import SwpatchPatcher
 import SwpatchProtocol
 import SwpatchState
@@ -24,7 +25,7 @@ public final class AuditLog: Sendable {
       do {
         try StateFile.appendLine(line, to: path)
       } catch {
-        FileHandle.standardError.write(Data("swpatchd: cannot write \(error)\n".utf8))
+        writeToStandardError("swpatchd: cannot write \(error)\n")
       }
     }
   }

@@ -1,8 +1,10 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
 import Glibc
 import Logging
 import NIOCore
 import NIOPosix
+import SwpatchBase
 import SwpatchProcess
 import SwpatchProtocol
 import SwpatchState
@@ -187,7 +189,7 @@ public enum DaemonServer {
       guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
         let holder =
           StateFile.read(config.pidFile).map { String(decoding: $0, as: UTF8.self) }?
-          .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+          .trimmed() ?? "?"
         throw DaemonStartError(
           description:
             "another swpatchd (pid \(holder)) already serves \(config.socketPath) or \(config.stateDirectory)"

@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchPatcher
 import SwpatchProcess
@@ -17,7 +19,7 @@ public final class DaemonService: @unchecked Sendable {
   /// Every state-changing operation runs here, in arrival order, one at a time; inside,
   /// every ptrace request runs on the one tracer thread.
   let worker = DispatchQueue(label: "swpatchd.worker")
-  private let lock = NSLock()
+  private let lock = Lock()
   /// Hooks whose memory did not match the registry, per pid (see Engine.drift).
   private var drift: [Int32: [UInt64: String]] = [:]
   /// Targets dropped because they exited, shown once by the next `status`.
@@ -41,7 +43,7 @@ public final class DaemonService: @unchecked Sendable {
     // What a `stack` operation waits for goes to the daemon's log (the client gets the
     // outcome, with `retries`, in its one response).
     engine = Engine(stateDirectory: stateDirectory) {
-      FileHandle.standardError.write(Data("swpatchd: \($0)\n".utf8))
+      writeToStandardError("swpatchd: \($0)\n")
     }
     audit = AuditLog(stateDirectory: stateDirectory)
     rules = RuleBook(stateDirectory: stateDirectory)
@@ -212,9 +214,9 @@ public final class DaemonService: @unchecked Sendable {
   /// The id in an attach request's patch text, for the audit log; nil when unreadable.
   private static func patchID(in request: Request) -> String? {
     guard let text = request.patch,
-      let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+      let id = (try? JSONDecoder().decode(PatchIDField.self, from: Data(text.utf8)))?.id
     else { return nil }
-    return (object["id"] as? String).map { String($0.prefix(DaemonProtocol.maxPatchIDLength)) }
+    return String(id.prefix(DaemonProtocol.maxPatchIDLength))
   }
 
   private func perform(
@@ -225,7 +227,7 @@ public final class DaemonService: @unchecked Sendable {
     switch request.op {
     case .attach:
       let path = request.patchPath!
-      let folder = (path as NSString).deletingLastPathComponent
+      let folder = PathText.deletingLastComponent(path)
       let file = try PatchFile.parse(Data(request.patch!.utf8), path: path, folder: folder)
       record.patch = file.id
       try Authorizer.mayChange(pid: pid, library: file.library, caller: caller)
@@ -377,4 +379,9 @@ public final class Cancellation: Sendable {
 
   public func cancel() { cancelled.withLock { $0 = true } }
   public var isCancelled: Bool { cancelled.withLock { $0 } }
+}
+
+/// The `id` of a patch file's text, nil when absent or not a string.
+private struct PatchIDField: Decodable {
+  let id: String?
 }

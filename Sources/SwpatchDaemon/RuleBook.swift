@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchProcess
 import SwpatchProtocol
@@ -83,7 +84,7 @@ struct Rule: Codable, Sendable, Equatable {
 /// started (kept in memory; the audit log has the record).
 final class RuleBook: @unchecked Sendable {
   private let path: String
-  private let lock = NSLock()
+  private let lock = Lock()
   private var rules: [Rule] = []
   private var applied: [String: Int] = [:]
   private var failures: [String: [ProcessOutcome]] = [:]

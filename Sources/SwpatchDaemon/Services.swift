@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchPatcher
 import SwpatchProcess
@@ -27,7 +29,7 @@ extension DaemonService {
         let patchPath = request.patchPath!
         let file = try PatchFile.parse(
           Data(request.patch!.utf8), path: patchPath,
-          folder: (patchPath as NSString).deletingLastPathComponent)
+          folder: PathText.deletingLastComponent(patchPath))
         patchID = file.id
         pins = file.buildIDs
       }
@@ -185,7 +187,7 @@ final class RuleWatch: @unchecked Sendable {
 
   private let rules: RuleBook
   private let onNew: @Sendable (Int32, Rule) -> Void
-  private let lock = NSLock()
+  private let lock = Lock()
   /// Each process looked at, with the identity of its executable then (nil: none).
   private var seen: [Int32: FileIdentity?] = [:]
   private var timer: (any DispatchSourceTimer)?
@@ -234,10 +236,9 @@ final class RuleWatch: @unchecked Sendable {
     let boot = ProcessScan.bootID
     let programs = active.compactMap { rule -> (Rule, ProgramFile, [String: String])? in
       guard let identity = FileIdentity.of(path: rule.path) else { return nil }
-      let pins = (try? JSONSerialization.jsonObject(with: Data(rule.patch.utf8)) as? [String: Any])?[
-        "build_ids"]
+      let pins = (try? JSONDecoder().decode(BuildIDPins.self, from: Data(rule.patch.utf8)))?.buildIDs
       return (
-        rule, ProgramFile(path: rule.path, identity: identity, buildID: nil), pins as? [String: String] ?? [:]
+        rule, ProgramFile(path: rule.path, identity: identity, buildID: nil), pins ?? [:]
       )
     }
     for (pid, execed) in fresh {
@@ -250,4 +251,11 @@ final class RuleWatch: @unchecked Sendable {
       }
     }
   }
+}
+
+/// The `build_ids` of a rule's patch text; nil when absent or not an object of strings.
+private struct BuildIDPins: Decodable {
+  let buildIDs: [String: String]?
+
+  enum CodingKeys: String, CodingKey { case buildIDs = "build_ids" }
 }

@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 import SwpatchProcess
 import SwpatchRegistry
 
@@ -8,7 +9,7 @@ import SwpatchRegistry
 /// A pidfd polls readable once the whole thread group has exited, not when only the
 /// main thread has (pthread_exit): that process is alive and stays watched.
 final class TargetWatcher: @unchecked Sendable {
-  private let lock = NSLock()
+  private let lock = Lock()
   private var watched: [Int32: (fd: Int32, id: TargetID)] = [:]
   /// Written to wake the poll when the set changes.
   private var wake: [Int32] = [-1, -1]
@@ -21,9 +22,7 @@ final class TargetWatcher: @unchecked Sendable {
       _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
       _ = fcntl(fd, F_SETFL, O_NONBLOCK)
     }
-    let thread = Thread { [unowned self] in self.loop() }
-    thread.name = "swpatchd-watcher"
-    thread.start()
+    OSThread.start(name: "swpatchd-watcher") { [unowned self] in self.loop() }
   }
 
   /// Starts watching `id` (once per target); reports it at once if it is already gone.

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchProcess
 import SwpatchProtocol
@@ -130,7 +131,7 @@ extension Engine {
           progress?(
             "waiting: \(blocked.blocker); retrying for up to \(formatSeconds(options.retryBound.seconds)) s")
         }
-        Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
+        OSThread.sleep(min(pause, deadline - now))
         retries += 1
         pause = min(pause * 2, .milliseconds(100))
       }

@@ -1,5 +1,5 @@
 import CCrypto
-import Foundation
+import FoundationEssentials
 import Glibc
 import SwpatchBase
 import SwpatchRegistry

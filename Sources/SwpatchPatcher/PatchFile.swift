@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchProtocol
 
@@ -57,8 +58,7 @@ public struct PatchFile: Sendable, Equatable {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw PatchFileError(path: path, problem: "cannot be read (does it exist?)")
     }
-    let folder = (URL(fileURLWithPath: path).standardizedFileURL.path as NSString)
-      .deletingLastPathComponent
+    let folder = PathText.deletingLastComponent(URL(fileURLWithPath: path).standardizedFileURL.path)
     return try parse(data, path: path, folder: folder)
   }
 
@@ -78,14 +78,14 @@ public struct PatchFile: Sendable, Equatable {
       top, allowed: ["id", "library", "functions", "replace", "requires", "build_ids", "externs"], at: "",
       fail)
     let id = try string(top, "id", at: "", fail)
-    guard id.range(of: #"^[A-Za-z0-9._-]+$"#, options: .regularExpression) != nil else {
+    guard !id.isEmpty, id.utf8.allSatisfy({ isASCIILetterOrDigit($0) || "._-".utf8.contains($0) }) else {
       throw fail("'id' must be letters, digits, '.', '_' or '-' (got \"\(id)\")")
     }
     guard id.count <= maxIDLength else {
       throw fail("'id' is \(id.count) characters long; at most \(maxIDLength) are allowed")
     }
     var library = try string(top, "library", at: "", fail)
-    if !library.hasPrefix("/") { library = (folder as NSString).appendingPathComponent(library) }
+    if !library.hasPrefix("/") { library = PathText.appending(folder, library) }
     library = URL(fileURLWithPath: library).standardizedFileURL.path
     guard let list = top["functions"] else { throw fail("is missing 'functions'") }
     guard case .array(let items) = list else { throw fail("'functions' must be an array") }
@@ -126,7 +126,12 @@ public struct PatchFile: Sendable, Equatable {
       guard !pins.isEmpty else { throw fail("'build_ids' must not be empty (omit it instead)") }
       for name in pins.keys.sorted() {
         guard !name.isEmpty, case .string(let hex) = pins[name]! else { throw fail(shape) }
-        guard hex.range(of: #"^([0-9a-f]{2})+$"#, options: .regularExpression) != nil else {
+        guard !hex.isEmpty, hex.utf8.count % 2 == 0,
+          hex.utf8.allSatisfy({
+            ("0"..."9").contains(Character(UnicodeScalar($0)))
+              || ("a"..."f").contains(Character(UnicodeScalar($0)))
+          })
+        else {
           throw fail("'build_ids.\(name)' must be lowercase hex (got \"\(hex)\")")
         }
         buildIDs[name] = hex
@@ -225,4 +230,10 @@ enum JSONValue: Decodable, Equatable {
       self = .object(try container.decode([String: JSONValue].self))
     }
   }
+}
+
+private func isASCIILetterOrDigit(_ byte: UInt8) -> Bool {
+  (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+    || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
 }

@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import SwpatchBase
 import SwpatchProcess
 import SwpatchSymbols
 
@@ -17,15 +19,15 @@ public struct ProgramFile: Sendable, Equatable, Codable {
   }
 
   /// The file's name as maps and `build_ids` name objects (`nginx`, `libc.so.6`).
-  public var name: String { (path as NSString).lastPathComponent }
+  public var name: String { PathText.lastComponent(path) }
 
   /// Checks `path`: it must exist and be a 64-bit ELF file (`not_elf` otherwise).
   public static func open(_ path: String) throws(PatchError) -> ProgramFile {
     guard let identity = FileIdentity.of(path: path) else {
       throw .notELF(path: path, reason: "does not exist")
     }
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+    var info = stat()
+    if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
       throw .notELF(path: path, reason: "is a directory")
     }
     let elf: ElfFile
@@ -49,7 +51,7 @@ public struct ProgramFile: Sendable, Equatable, Codable {
     var extra: [Int32] = []
     for pid in all where pid != own && !found.contains(pid) {
       guard let exe = ProcessScan.executablePath(of: pid),
-        (exe.replacingOccurrences(of: " (deleted)", with: "") as NSString).lastPathComponent == name,
+        PathText.lastComponent(exe.replacing(" (deleted)", with: "")) == name,
         let elf = try? SymbolCache.shared.file(at: ProcessScan.executableFile(of: pid)),
         elf.buildID == pinned
       else { continue }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchProcess
 import SwpatchRegistry
 import SwpatchSymbols
@@ -308,7 +309,7 @@ final class Transaction {
   /// `StoppedTarget.pathsOf(descriptor:)`) replaced by `path`.
   static func naming(_ message: String, descriptor fd: Int32, as path: String) -> String {
     StoppedTarget.pathsOf(descriptor: fd).reduce(message) {
-      $0.replacingOccurrences(of: $1, with: path)
+      $0.replacing($1, with: path)
     }
   }
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchProcess
 import SwpatchProtocol
@@ -250,7 +251,7 @@ extension Engine {
           lastLook = .now
           continue
         }
-        Thread.sleep(forTimeInterval: min(pause, deadline - now).seconds)
+        OSThread.sleep(min(pause, deadline - now))
         pause = min(pause * 2, .milliseconds(20))
       }
     }

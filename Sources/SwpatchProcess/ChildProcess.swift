@@ -1,5 +1,5 @@
 import CSwpatchShim
-import Foundation
+import FoundationEssentials
 import Glibc
 import SystemPackage
 

@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 import SystemPackage
 
 /// A file's device and inode, formatted as /proc/PID/maps shows them: how a mapping is
@@ -21,7 +22,8 @@ public struct FileIdentity: Sendable, Hashable, Codable {
     // glibc's gnu_dev_major/minor, which are macros Swift cannot import.
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~UInt64(0xfff))
     let minor = (dev & 0xff) | ((dev >> 12) & ~UInt64(0xff))
-    return FileIdentity(device: String(format: "%02x:%02x", major, minor), inode: UInt64(info.st_ino))
+    return FileIdentity(
+      device: hexDigits(major, width: 2) + ":" + hexDigits(minor, width: 2), inode: UInt64(info.st_ino))
   }
 }
 

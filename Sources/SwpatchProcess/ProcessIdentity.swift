@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 
 extension TargetProcess {
   /// What tells one program image of a process from the next: the 16 random bytes the
@@ -72,7 +73,7 @@ extension TargetProcess {
     let info = ProcFile.read("/proc/cpuinfo") ?? ""
     return info.split(separator: "\n").first { $0.hasPrefix("model name") }
       .flatMap { $0.split(separator: ":", maxSplits: 1).last }
-      .map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+      .map { $0.trimmed(newlines: false) } ?? "unknown"
   }
 
   /// The processes `pid`'s threads have forked that are still alive

@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 
 /// One line of /proc/PID/maps.
 public struct MapEntry: Sendable, Equatable {
@@ -33,7 +34,7 @@ public struct MapEntry: Sendable, Equatable {
     self.offset = offset
     self.device = String(fields[3])
     self.inode = inode
-    self.path = fields.count > 5 ? fields[5].trimmingCharacters(in: .whitespaces) : ""
+    self.path = fields.count > 5 ? fields[5].trimmed(newlines: false) : ""
   }
 
   public init(

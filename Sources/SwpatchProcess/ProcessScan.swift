@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 
 /// Finding the processes of one file (`--all-of PATH`, rules): every process whose
 /// executable is that file, or that has it mapped (a shared library), told by device
@@ -74,7 +75,7 @@ public enum ProcessScan {
   /// This boot's id (`/proc/sys/kernel/random/boot_id`): start times count from boot, so
   /// one recorded in an earlier boot means nothing now.
   public static var bootID: String {
-    (ProcFile.read("/proc/sys/kernel/random/boot_id") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    (ProcFile.read("/proc/sys/kernel/random/boot_id") ?? "").trimmed()
   }
 
   /// Now, in the unit of process start times (clock ticks since boot). Read from the

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 extension StoppedTarget {
   /// An address where `count` bytes fit in an executable mapping after the end of an

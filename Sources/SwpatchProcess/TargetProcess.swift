@@ -1,5 +1,7 @@
 import CSwpatchShim
-import Foundation
+import FoundationEssentials
+import Glibc
+import SwpatchBase
 import SystemPackage
 
 /// What /proc says about a process before anyone touches it.
@@ -75,7 +77,7 @@ public struct TargetProcess: Sendable, Equatable {
   /// thread has died: a process in that state is already lost.
   private static func killPending(_ status: String) -> Bool {
     guard let value = statusLine("ShdPnd:", in: status),
-      let mask = UInt64(value.trimmingCharacters(in: .whitespaces), radix: 16)
+      let mask = UInt64(value.trimmed(newlines: false), radix: 16)
     else { return false }
     return mask & (1 << (UInt64(SIGKILL) - 1)) != 0
   }
@@ -118,7 +120,7 @@ public struct TargetProcess: Sendable, Equatable {
     if pid == getpid() { throw .ownProcess(pid: pid) }
     if tracerPid != 0 {
       let name =
-        ProcFile.read("/proc/\(tracerPid)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+        ProcFile.read("/proc/\(tracerPid)/comm")?.trimmed() ?? "unknown"
       throw .alreadyTraced(pid: pid, tracer: tracerPid, tracerName: name)
     }
     // Strict mode allows read, write, _exit and sigreturn only: our first mmap would

@@ -1,4 +1,4 @@
-import Foundation
+import SwpatchBase
 
 /// One dedicated OS thread that issues every ptrace request.
 ///
@@ -6,7 +6,7 @@ import Foundation
 /// thread fail with ESRCH. Swift concurrency and Dispatch hop threads, so all ptrace work
 /// for a target is funnelled through one of these.
 public final class TracerThread: @unchecked Sendable {
-  private let condition = NSCondition()
+  private let condition = Condition()
   private var jobs: [() -> Void] = []
   private var started = false
   private let name: String
@@ -23,10 +23,7 @@ public final class TracerThread: @unchecked Sendable {
   private func startIfNeeded() {
     guard !started else { return }
     started = true
-    let thread = Thread { self.loop() }
-    thread.name = name
-    thread.stackSize = 1 << 20
-    thread.start()
+    OSThread.start(name: name, stackSize: 1 << 20) { self.loop() }
   }
 
   private func loop() {
@@ -41,7 +38,7 @@ public final class TracerThread: @unchecked Sendable {
         condition.unlock()
         StoppedTarget.releaseStrays()
         condition.lock()
-        if jobs.isEmpty { _ = condition.wait(until: Date(timeIntervalSinceNow: 0.01)) }
+        if jobs.isEmpty { condition.wait(timeout: .milliseconds(10)) }
       }
       let job = jobs.removeFirst()
       condition.unlock()
@@ -51,7 +48,7 @@ public final class TracerThread: @unchecked Sendable {
 
   /// Runs `body` on the tracer thread and waits for its result.
   public func run<T>(_ body: @escaping () throws -> T) throws -> T {
-    let done = NSCondition()
+    let done = Condition()
     nonisolated(unsafe) var result: Result<T, Error>?
     let job: () -> Void = {
       let r = Result { try body() }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// What `attach`, `enable`, `disable` or `remove --all-of PATH` did to each process of the file:
 /// each one is its own all-or-nothing operation. The keys are a contract (docs/cli.md):

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// One line of `audit.log`: a state-changing request, accepted or refused, or a target
 /// the daemon saw exit. The keys are a contract (docs/protocol.md).
@@ -59,8 +60,6 @@ public struct AuditRecord: Codable, Sendable, Equatable {
   }
 
   public static func timestamp(_ date: Date) -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: date)
+    date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
   }
 }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchRegistry
 
@@ -205,7 +206,7 @@ extension OperationOptions {
   /// Seconds in `text`: `5s`, `500ms`, `1m`, or a plain number of seconds (`2.5`); nil
   /// when it is none of those, negative or not finite.
   public static func seconds(parsing text: String) -> Double? {
-    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let trimmed = text.trimmed(newlines: false)
     let units: [(suffix: String, scale: Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
     var number = Substring(trimmed)
     var scale = 1.0

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchRegistry
 
 /// The daemon's wire protocol (docs/protocol.md): one JSON request per line, one JSON

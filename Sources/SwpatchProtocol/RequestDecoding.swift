@@ -1,16 +1,17 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 extension Request {
   /// Parses a request line, with an error that says what is wrong with it.
   public static func decode(_ line: Data) throws(ErrorBody) -> Request {
-    guard let object = (try? JSONSerialization.jsonObject(with: line)) as? [String: Any] else {
+    guard let head = try? JSONDecoder().decode(RequestHead.self, from: line) else {
       throw ErrorBody(code: "bad_request", message: "the request is not a JSON object on one line")
     }
     if let key = DuplicateKeys.first(in: line) {
       throw ErrorBody(
         code: "bad_request", message: "the request has the key '\(key)' twice; each key may appear once")
     }
-    guard let version = object["v"] as? Int else {
+    guard let version = head.v else {
       throw ErrorBody(code: "bad_request", message: "the request has no protocol version 'v'")
     }
     guard version == DaemonProtocol.version else {
@@ -18,7 +19,7 @@ extension Request {
         code: "bad_version",
         message: "protocol version \(version) is not supported; this daemon speaks \(DaemonProtocol.version)")
     }
-    guard let op = object["op"] as? String else {
+    guard let op = head.op else {
       throw ErrorBody(code: "bad_request", message: "the request has no operation 'op'")
     }
     guard RequestOp(rawValue: op) != nil else {
@@ -95,5 +96,21 @@ private func describe(_ error: any Error) -> String {
     // Our own checks (OperationOptions' bounds) say what a valid value is.
     return "'\(path(context))' is invalid: \(context.debugDescription)"
   @unknown default: return "\(error)"
+  }
+}
+
+/// The two fields every request is first checked for, each nil when absent or of
+/// another type, so that the error can say which one is wrong.
+private struct RequestHead: Decodable {
+  let v: Int?
+  let op: String?
+
+  enum CodingKeys: String, CodingKey { case v, op }
+
+  init(from decoder: any Decoder) throws {
+    // Only a JSON object gets this far: any other value has no keyed container.
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    v = try? container.decode(Int.self, forKey: .v)
+    op = try? container.decode(String.self, forKey: .op)
   }
 }

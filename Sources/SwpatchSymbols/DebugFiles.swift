@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import SwpatchBase
 
 /// Finds the separate debug file of a stripped object, in the order libdwfl's standard
 /// debuginfo search uses: the build-id tree first, then `.gnu_debuglink` next to the
@@ -34,7 +36,7 @@ public enum DebugFiles {
       paths.append("\(root)/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug")
     }
     if let link = elf.debugLink?.name {
-      let directory = (path as NSString).deletingLastPathComponent
+      let directory = PathText.deletingLastComponent(path)
       paths += [
         "\(fileSystem)\(directory)/\(link)", "\(fileSystem)\(directory)/.debug/\(link)",
         "\(root)\(directory)/\(link)",
@@ -51,11 +53,16 @@ public enum DebugFiles {
 
   /// The CRC-32 (IEEE, as gdb and objcopy compute it for debug links) of a whole file.
   public static func crc32(ofFileAt path: String) -> UInt32? {
-    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-    defer { try? handle.close() }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
     var crc: UInt32 = 0xffff_ffff
-    while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-      for byte in chunk { crc = crcTable[Int((crc ^ UInt32(byte)) & 0xff)] ^ (crc >> 8) }
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+      let n = read(fd, &chunk, chunk.count)
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else { break }
+      for byte in chunk[0..<n] { crc = crcTable[Int((crc ^ UInt32(byte)) & 0xff)] ^ (crc >> 8) }
     }
     return ~crc
   }

@@ -1,6 +1,7 @@
 import CElfDw
-import Foundation
+import FoundationEssentials
 import Glibc
+import SwpatchBase
 
 /// The DWARF of one file (an object with `-g`, or its separate debug file), read with
 /// libdw: function prototypes by entry address, and where each function was inlined.
@@ -10,7 +11,7 @@ import Glibc
 /// takes the lock (SymbolCache shares one DwarfInfo between requests).
 public final class DwarfInfo: @unchecked Sendable {
   public let path: String
-  private let lock = NSLock()
+  private let lock = Lock()
   private let fd: Int32
   private let dwarf: OpaquePointer
   private var index: Index?
@@ -152,7 +153,7 @@ public final class DwarfInfo: @unchecked Sendable {
     guard let fileIndex = unsigned(DW_AT_call_file, of: die), let line = unsigned(DW_AT_call_line, of: die),
       let files, let path = dwarf_filesrc(files, Int(fileIndex), nil, nil)
     else { return nil }
-    return InlineSite(file: (String(cString: path) as NSString).lastPathComponent, line: Int(line))
+    return InlineSite(file: PathText.lastComponent(String(cString: path)), line: Int(line))
   }
 
   /// The DIE itself and every abstract origin behind it: an inlined copy names the

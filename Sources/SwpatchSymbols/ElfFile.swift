@@ -1,5 +1,5 @@
 import CElfDw
-import Foundation
+import FoundationEssentials
 import Glibc
 import SwpatchBase
 
@@ -406,7 +406,7 @@ public final class ElfFile: @unchecked Sendable {
       if note.n_type == 3, note.n_namesz == 4, let base = data.pointee.d_buf {  // "GNU\0"
         let desc = UnsafeRawBufferPointer(
           start: base + descOffset, count: Int(note.n_descsz))
-        return desc.map { String(format: "%02x", $0) }.joined()
+        return desc.map { hexDigits($0, width: 2) }.joined()
       }
       offset = next
     }

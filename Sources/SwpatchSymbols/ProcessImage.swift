@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import SwpatchBase
 import SwpatchProcess
 
 /// One ELF object mapped into a process: the main executable or a shared object.
@@ -74,7 +76,7 @@ public final class ProcessImage: @unchecked Sendable {
       let first = object.first
       objects.append(
         LoadedObject(
-          path: object.path, name: (object.cleanPath as NSString).lastPathComponent, soname: elf.soname,
+          path: object.path, name: PathText.lastComponent(object.cleanPath), soname: elf.soname,
           openPath: openPath,
           mappings: object.mappings, loadBias: elf.loadBias(mappedAt: first.start, offset: first.offset),
           isMainExecutable: object.isMainExecutable, buildID: elf.buildID,
@@ -384,7 +386,7 @@ public enum ObjectFile {
     _ name: String, at path: String, objectName: String? = nil, sympos: Int? = nil
   ) throws(SymbolError) -> (symbol: ResolvedSymbol, dwarf: DwarfFunction?) {
     let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-    let object = (resolved as NSString).lastPathComponent
+    let object = PathText.lastComponent(resolved)
     let elf = try SymbolCache.shared.file(at: resolved)
     if let objectName, objectName != object, objectName != elf.soname, objectName != resolved,
       objectName != path

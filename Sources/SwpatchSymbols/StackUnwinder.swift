@@ -1,5 +1,6 @@
 import CElfDw
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchProcess
 
 /// One frame of a thread's stack, innermost first (`index` 0).

@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import SwpatchBase
 
 /// Parsed ELF files and their DWARF, kept across requests so that a long-lived daemon
 /// parses each object once. Entries are keyed by the file and its content stamps (see
@@ -9,7 +11,7 @@ public final class SymbolCache: @unchecked Sendable {
 
   /// Parsed objects kept at most; the least recently used goes first.
   public let capacity: Int
-  private let lock = NSLock()
+  private let lock = Lock()
   private var files: [String: ElfFile] = [:]
   /// DWARF per file key; nil caches "this file has no usable DWARF".
   private var dwarf: [String: DwarfInfo?] = [:]

@@ -15,7 +15,7 @@ struct BenchEnvironment {
   var llvm: String?
   var output: String
   var quick: Bool
-  /// Sections to run (`--only operations,peers,hot,symbols,memory,allof`; `allof-100` or
+  /// Sections to run (`--only startup,operations,peers,hot,symbols,memory,allof`; `allof-100` or
   /// `allof-1000` for one `--all-of` row); nil runs all.
   var only: Set<String>?
   /// Temporary directory for the state, control files and captured output.
@@ -163,7 +163,7 @@ struct BenchEnvironment {
   static let usage = """
     usage: swpatch-bench --swpatch PATH --fixtures DIR [--frida-python PATH]
                          [--frida-script PATH] [--gdb PATH] [--llvm PATH] [--out FILE] [--quick]
-                         [--only operations,peers,hot,symbols,memory,allof,allof-100,allof-1000]
+                         [--only startup,operations,peers,hot,symbols,memory,allof,allof-100,allof-1000]
     Run it through `make bench` (docs/benchmarks.md).
     """
 

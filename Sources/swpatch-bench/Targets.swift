@@ -5,6 +5,7 @@ struct Targets {
   let report: Report
 
   func evaluate() {
+    clientStartup()
     attachWall()
     otherThreadStall()
     hotStall()
@@ -20,6 +21,22 @@ struct Targets {
     report.check(
       "attach --all-of over 1,000 processes <= 10 s (issue 11)", met: row.map { $0.median <= 10 },
       figure: row.map { format($0.median, .s) } ?? "not measured")
+  }
+
+  /// Issue 16: `swpatch status` against a running daemon, spawn to exit, with the two
+  /// references of the same run beside it (the load moves all three).
+  private func clientStartup() {
+    let status = report.row(StartupBench.section, StartupBench.status)
+    let truth = report.row(StartupBench.section, StartupBench.truth)
+    let python = report.row(StartupBench.section, StartupBench.python)
+    let references = [("/bin/true", truth), ("python3 -c pass", python)].compactMap { name, row in
+      row.map { "\(name) \(format($0.median, .ms))" }
+    }
+    report.check(
+      "client start-up <= 8 ms (swpatch status, daemon running, median)", met: status.map { $0.median <= 8 },
+      figure: status.map {
+        format($0.median, .ms) + (references.isEmpty ? "" : " (\(references.joined(separator: ", ")))")
+      } ?? "not measured")
   }
 
   private func attachWall() {

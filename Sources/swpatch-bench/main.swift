@@ -9,6 +9,7 @@ do {
   // The daemon starts here, so no measured row includes its start.
   try env.startDaemon()
   let report = Report()
+  if env.runs("startup") { StartupBench(env: env, report: report).run() }
   if env.runs("operations") { OperationBench(env: env, report: report).run() }
   if env.runs("peers") { PeerBench(env: env, report: report).run() }
   if env.runs("hot") { HotBench(env: env, report: report).run() }

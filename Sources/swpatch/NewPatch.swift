@@ -1,10 +1,13 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
+import SwpatchProcess
 import SwpatchSymbols
 
 struct New: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "new",
     abstract: "Write a starting patch for a function: C source, a Makefile and the patch file.",
     discussion: """
       Reads the function's prototype from DWARF (the object's, or its separate debug
@@ -229,7 +232,7 @@ struct PatchTemplate {
 
   static func quoted(_ text: String) -> String {
     let data = (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8)
-    return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\\/", with: "/")
+    return String(decoding: data, as: UTF8.self).replacing("\\/", with: "/")
   }
 
   /// Writes the C file, the Makefile and the patch file into `folder` (created if
@@ -237,7 +240,7 @@ struct PatchTemplate {
   /// `force`.
   func write(into folder: String, force: Bool) throws -> [String] {
     let files = [(sourceName, cSource), ("Makefile", makefile), (patchName, patchFile)].map {
-      ((folder as NSString).appendingPathComponent($0.0), $0.1)
+      (PathText.appending(folder, $0.0), $0.1)
     }
     let manager = FileManager.default
     let existing = files.map(\.0).filter { manager.fileExists(atPath: $0) }
@@ -245,13 +248,13 @@ struct PatchTemplate {
     do {
       try manager.createDirectory(atPath: folder, withIntermediateDirectories: true)
     } catch {
-      throw NewPatchError.cannotWrite(path: folder, reason: "\(error.localizedDescription)")
+      throw NewPatchError.cannotWrite(path: folder, reason: describe(writeError: error))
     }
     for (path, text) in files {
       do {
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
       } catch {
-        throw NewPatchError.cannotWrite(path: path, reason: "\(error.localizedDescription)")
+        throw NewPatchError.cannotWrite(path: path, reason: describe(writeError: error))
       }
     }
     return files.map(\.0)
@@ -260,7 +263,9 @@ struct PatchTemplate {
   /// Where swpatch.h is: `../include` next to the swpatch binary (an installed
   /// PREFIX/bin/swpatch), else the `include/` of a source tree the binary was built in,
   /// else the system's include folders; the install default when it is nowhere.
-  static func includeDirectory(executable: URL? = Bundle.main.executableURL) -> (path: String, found: Bool) {
+  static func includeDirectory(
+    executable: URL? = TargetProcess.ownExecutable.map { URL(fileURLWithPath: $0) }
+  ) -> (path: String, found: Bool) {
     var candidates: [URL] = []
     if var folder = executable?.resolvingSymlinksInPath().deletingLastPathComponent() {
       candidates.append(folder.deletingLastPathComponent().appendingPathComponent("include"))
@@ -276,4 +281,12 @@ struct PatchTemplate {
     }
     return ("/usr/local/include", false)
   }
+}
+
+/// Why a file could not be written, in the system's words when it gave an errno.
+private func describe(writeError error: any Error) -> String {
+  if let cocoa = error as? CocoaError, let posix = cocoa.userInfo["NSUnderlyingError"] as? POSIXError {
+    return String(cString: strerror(posix.code.rawValue))
+  }
+  return "\(error)"
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import SwpatchBase
 import SwpatchDaemon
 import SwpatchProcess
@@ -70,6 +71,7 @@ struct AllOfOption: ParsableArguments {
 
 struct Rules: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "rules",
     abstract: "List the rules that patch new processes of a file (attach --all-of).",
     discussion: """
       `attach --all-of PATH` records a rule: while it is enabled the daemon patches
@@ -104,6 +106,7 @@ struct Rules: ParsableCommand {
 
 struct Run: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "run",
     abstract: "Start a program with patches applied before its main runs (for CI).",
     discussion: """
       The program starts stopped at its entry point (after the dynamic loader mapped
@@ -171,7 +174,7 @@ struct Run: ParsableCommand {
   }
 
   static func fail(_ message: String) -> ExitCode {
-    FileHandle.standardError.write(Data("swpatch run: error: \(message)\n".utf8))
+    writeToStandardError("swpatch run: error: \(message)\n")
     return ExitCode.failure
   }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import SwpatchBase
 import SwpatchDaemon
@@ -10,6 +11,9 @@ import SwpatchState
 import SwpatchSymbols
 
 @main
+// Every command names itself (`commandName`): without one the argument parser derives
+// each name with String(describing:) when it builds the command tree, and those casts
+// scan every protocol conformance of the binary at each start (issue 16).
 struct Swpatch: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "swpatch",
@@ -119,7 +123,7 @@ enum Output {
       if json {
         print(encode(["error": ["code": code, "message": "\(error)"]]))
       } else {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        writeToStandardError("error: \(error)\n")
       }
       throw ExitCode.failure
     }
@@ -146,7 +150,7 @@ enum Output {
       let width = report.functions.map(\.function.count).max() ?? 0
       for f in report.functions {
         lines.append(
-          "  \(f.function.padding(toLength: width, withPad: " ", startingAt: 0))  \(f.oldAddr) -> \(f.replacement) \(f.address)"
+          "  \(f.function.padded(to: width))  \(f.oldAddr) -> \(f.replacement) \(f.address)"
         )
       }
     }
@@ -163,7 +167,7 @@ enum Output {
         case "loader": place = "loader" + (e.object.map { ": \($0)" } ?? "")
         default: place = "nowhere (weak, NULL)"
         }
-        lines.append("    \(e.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(place)")
+        lines.append("    \(e.name.padded(to: width))  \(place)")
       }
     }
     if !report.alsoDisabled.isEmpty {
@@ -188,6 +192,7 @@ enum Output {
 
 struct Attach: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "attach",
     abstract: "Load a patch library into a running process and redirect its functions.",
     discussion: """
       Every function of the patch goes in together or none does. The first patch
@@ -312,6 +317,7 @@ struct PatchChange: ParsableArguments {
 
 struct Enable: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "enable",
     abstract: "Re-enable a disabled patch: its functions go back on top of their stacks.",
     discussion: "Example:\n  swpatch enable 4242 fix-compute")
   @OptionGroup var change: PatchChange
@@ -323,6 +329,7 @@ struct Enable: ParsableCommand {
 
 struct Disable: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "disable",
     abstract: "Disable a patch: each of its functions falls back to what is below it.",
     discussion: """
       Under policy `stack` only a patch on top of every stack it sits in may be
@@ -340,6 +347,7 @@ struct Disable: ParsableCommand {
 
 struct Remove: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "remove",
     abstract: "Take a disabled patch out for good: forget it and unload its library.",
     discussion: """
       The patch must be disabled, and no other patch may require it. Its library is
@@ -394,6 +402,7 @@ struct Remove: ParsableCommand {
 
 struct Status: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "status",
     abstract: "Show patched targets, each hook's stack (top first) and each patch's state.",
     discussion: """
       A hook whose memory no longer holds what the registry recorded (something
@@ -437,6 +446,7 @@ extension StatusReport {
 
 struct Log: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "log",
     abstract: "Show the audit log: every state-changing request, accepted or refused.",
     discussion: """
       One line per record: time, caller uid, target pid, operation, patch, result
@@ -465,6 +475,7 @@ struct Log: ParsableCommand {
 
 struct Daemon: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "daemon",
     abstract: "Run swpatchd, the daemon that owns the registry and does all patching.",
     discussion: """
       The daemon listens on a Unix socket (mode 0660, in a directory only root can
@@ -511,7 +522,7 @@ struct Daemon: ParsableCommand {
     do {
       try DaemonServer.run(config, logger: logger)
     } catch {
-      FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+      writeToStandardError("error: \(error)\n")
       throw ExitCode.failure
     }
   }
@@ -519,6 +530,7 @@ struct Daemon: ParsableCommand {
 
 struct Symbols: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "symbols",
     abstract: "Resolve function names in a running process.",
     discussion: """
       Prints, per name, the object that defines it (file name, soname and path, any of

@@ -29,6 +29,9 @@ long swp_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6,
 /// tgkill(2): a signal to one thread.
 int swp_tgkill(pid_t tgid, pid_t tid, int sig);
 
+// Names the calling thread (at most 15 bytes), as ps and gdb show it.
+void swp_set_thread_name(const char *name);
+
 int swp_wifstopped(int status);
 int swp_wifexited(int status);
 int swp_wifsignaled(int status);
