@@ -59,7 +59,10 @@ import Testing
     let answers = rawExchange(ws, requests.flatMap { line($0) }, timeout: 300).split(separator: "\n")
     #expect(answers.count == requests.count)
     let failed = answers.filter { !$0.contains(#""ok":true"#) }
-    #expect(failed.isEmpty, "\(failed.count) of \(answers.count) failed, first: \(failed.first ?? "")")
+    #expect(
+      failed.isEmpty,
+      "\(failed.count) of \(answers.count) failed, first: \(failed.first ?? ""); the target \(target.isAlive ? "runs" : target.ending ?? "is gone"); daemon log (end): \(ws.daemonLog.suffix(2000))"
+    )
     let reports = answers.compactMap {
       ((try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any])?["result"]
         as? [String: Any]

@@ -138,12 +138,18 @@ final class Fixture: @unchecked Sendable {
     pump(fd, into: output)
   }
 
+  /// How the process ended, once reaped by `isAlive` (for failure messages: a signal
+  /// of its own, such as SIGSEGV, is a bug; SIGTERM or SIGKILL came from someone else).
+  private(set) var ending: String?
+
   var isAlive: Bool {
     if reaped { return false }
     var status: Int32 = 0
     let r = waitpid(pid, &status, WNOHANG)
     if r == pid {
       reaped = true
+      let signal = status & 0x7f
+      ending = signal == 0 ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
       return false
     }
     return kill(pid, 0) == 0
