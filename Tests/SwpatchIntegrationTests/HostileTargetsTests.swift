@@ -1,0 +1,82 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Targets that make themselves hard to patch (issue 18): a systemd-style seccomp filter,
+/// one that kills on `mmap`, a PID namespace.
+/// Each is patched safely or refused with nothing changed; docs/design.md ("Never hurting
+/// the target") says which.
+@Suite(.serialized, .needsRoot, .needsFixtures) struct HostileTargetsTests {
+  /// systemd's `MemoryDenyWriteExecute=yes` filter does not stop the attach (the filter
+  /// is suspended while the target is seized, and nothing swpatch maps is write+exec
+  /// anyway), and it is back in force once the target runs again.
+  @Test func memoryDenyWriteExecuteIsPatchedAndKeepsItsFilter() throws {
+    let ws = Workspace()
+    let target = try Fixture("seccomp-mdwe", ["mdwe"])
+    #expect(target.waitForValue("compute", "42"))
+    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let attach = ws.swpatch("attach", "\(target.pid)", patch)
+    #expect(attach.status == 0, "\(attach.output)")
+    #expect(target.waitForValue("compute", "63", from: target.output.count))
+    #expect(everyThreadIsUntraced(target.pid))
+    let maps = try String(contentsOfFile: "/proc/\(target.pid)/maps", encoding: .utf8)
+    let writableCode = maps.split(separator: "\n").filter { line in
+      let perms = Array(line.split(separator: " ")[1])
+      return perms[1] == "w" && perms[2] == "x"
+    }
+    #expect(writableCode.isEmpty, "write+exec mappings: \(writableCode)")
+    let seen = target.output.count
+    kill(target.pid, SIGUSR1)
+    let probe = target.output.wait(from: seen) { $0.hasPrefix("wx=") }
+    #expect(probe?.1 == "wx=EPERM", "the filter no longer holds: \(String(describing: probe))")
+    let disable = ws.swpatch("disable", "\(target.pid)", "fix-compute")
+    #expect(disable.status == 0, "\(disable.output)")
+    #expect(target.waitForValue("compute", "42", from: target.output.count))
+    #expect(target.keepsRunning())
+  }
+
+  /// A filter that kills on any `mmap` or `memfd_create`: the remote `mmap` of the
+  /// trampoline page and the library's memfd run while the filter is suspended, so the
+  /// target is patched and lives on, filtered again.
+  @Test func aFilterThatKillsOnMmapIsSuspendedWhileThePatchGoesIn() throws {
+    let ws = Workspace()
+    let target = try Fixture("seccomp-mdwe", ["kill-mmap"])
+    #expect(target.waitForValue("compute", "42"))
+    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let attach = ws.swpatch("attach", "\(target.pid)", patch)
+    #expect(attach.status == 0, "\(attach.output)")
+    #expect(target.waitForValue("compute", "63", from: target.output.count))
+    #expect(target.keepsRunning())
+    #expect(everyThreadIsUntraced(target.pid))
+    let status = try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)
+    #expect(status.contains("Seccomp:\t2"), "the filter is gone")
+  }
+
+  /// A target in its own PID namespace (pid 1 there) is named by its host pid, the one
+  /// `ps` shows the operator; `status` shows that pid.
+  @Test func aTargetInItsOwnPIDNamespaceIsNamedByItsHostPID() throws {
+    let ws = Workspace()
+    let wrapper = try Fixture(
+      path: "/usr/bin/unshare", ["--pid", "--fork", "--kill-child=SIGTERM", Paths.fixture("loop"), "20"])
+    #expect(wrapper.output.wait { $0 == "pid=1" } != nil, "the target is not pid 1 of a new namespace")
+    let children = try String(
+      contentsOfFile: "/proc/\(wrapper.pid)/task/\(wrapper.pid)/children", encoding: .utf8)
+    let hostPID = try #require(
+      children.split(separator: " ").compactMap { pid_t($0) }.first, "unshare has no child")
+    defer { kill(hostPID, SIGTERM) }  // unshare ignores SIGTERM while it waits; it reaps the child
+    let nsStatus = try String(contentsOfFile: "/proc/\(hostPID)/status", encoding: .utf8)
+    #expect(nsStatus.contains("NSpid:\t\(hostPID)\t1\n"), "\(nsStatus)")
+    #expect(wrapper.waitForValue("compute", "42"))
+    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let attach = ws.swpatch("attach", "\(hostPID)", patch)
+    #expect(attach.status == 0, "\(attach.output)")
+    #expect(wrapper.waitForValue("compute", "63", from: wrapper.output.count))
+    let status = ws.swpatch("status", "--json")
+    let targets = try #require(status.json?["targets"] as? [[String: Any]], "\(status.output)")
+    #expect(targets.map { $0["pid"] as? Int } == [Int(hostPID)], "\(status.output)")
+    let disable = ws.swpatch("disable", "\(hostPID)", "fix-compute")
+    #expect(disable.status == 0, "\(disable.output)")
+    #expect(wrapper.waitForValue("compute", "42", from: wrapper.output.count))
+    #expect(everyThreadIsUntraced(hostPID))
+  }
+}
