@@ -182,13 +182,22 @@ extension TargetProcess {
   }
 
   /// Ids of the owner of a process: real, effective, saved and filesystem uids and
-  /// gids from /proc/PID/status, and the owner of /proc/PID itself (root when the
-  /// process is not dumpable, e.g. after a set-uid exec).
-  public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwner: UInt32)? {
+  /// gids from /proc/PID/status, and the owners of each thread's status file (root's
+  /// when the process is not dumpable, e.g. after a set-uid exec or
+  /// `prctl(PR_SET_DUMPABLE, 0)`). Not the owner of /proc/PID: the kernel gives
+  /// directories the effective uid whatever the dumpability (`task_dump_owner`), and a
+  /// thread that has exited (a zombie main thread) has no memory to say it, so its files
+  /// show the effective uid too: a live thread's are the ones that count.
+  public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwners: [UInt32])? {
     guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
-    var info = stat()
-    guard stat("/proc/\(pid)", &info) == 0 else { return nil }
-    return (statusField("Uid:", in: status), statusField("Gid:", in: status), UInt32(info.st_uid))
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    var owners: [UInt32] = []
+    for path in ["/proc/\(pid)/status"] + tasks.map({ "/proc/\(pid)/task/\($0)/status" }) {
+      var info = stat()
+      if stat(path, &info) == 0, !owners.contains(info.st_uid) { owners.append(info.st_uid) }
+    }
+    guard !owners.isEmpty else { return nil }
+    return (statusField("Uid:", in: status), statusField("Gid:", in: status), owners)
   }
 
   /// The numbers of one line of /proc/PID/status (`Uid:`, `Gid:`, `TracerPid:`).
