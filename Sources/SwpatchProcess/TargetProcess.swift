@@ -182,17 +182,21 @@ extension TargetProcess {
   }
 
   /// Ids of the owner of a process: real, effective, saved and filesystem uids and
-  /// gids from /proc/PID/status, and the owners of each thread's status file (root's
-  /// when the process is not dumpable, e.g. after a set-uid exec or
+  /// gids from /proc/PID/status, and the owners of its live threads' status files
+  /// (root's when the process is not dumpable, e.g. after a set-uid exec or
   /// `prctl(PR_SET_DUMPABLE, 0)`). Not the owner of /proc/PID: the kernel gives
-  /// directories the effective uid whatever the dumpability (`task_dump_owner`), and a
-  /// thread that has exited (a zombie main thread) has no memory to say it, so its files
-  /// show the effective uid too: a live thread's are the ones that count.
+  /// directories the effective uid whatever the dumpability (`task_dump_owner`). Not a
+  /// zombie thread's either: with no memory left to say, its files are root's (a main
+  /// thread that called `pthread_exit`, measured on 6.18).
   public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwners: [UInt32])? {
     guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
     var owners: [UInt32] = []
-    for path in ["/proc/\(pid)/status"] + tasks.map({ "/proc/\(pid)/task/\($0)/status" }) {
+    for path in tasks.map({ "/proc/\(pid)/task/\($0)/status" }) {
+      guard let task = ProcFile.read(path),
+        let state = statusLine("State:", in: task)?.drop(while: { $0 == "\t" || $0 == " " }).first,
+        state != "Z", state != "X"
+      else { continue }
       var info = stat()
       if stat(path, &info) == 0, !owners.contains(info.st_uid) { owners.append(info.st_uid) }
     }

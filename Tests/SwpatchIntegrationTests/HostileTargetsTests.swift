@@ -109,6 +109,30 @@ import Testing
     #expect(mine?.isEmpty == true, "nobody sees processes it may not patch: \(String(describing: mine))")
   }
 
+  /// A zombie main thread's /proc files are root's, like a non-dumpable process's: the
+  /// user whose process it is may still patch it (its live threads' files are theirs).
+  @Test func aUserPatchesTheirOwnProcessWhoseMainThreadExited() throws {
+    let ws = Workspace()
+    ws.environment["SWPATCH_SOCKET_GROUP"] = "65534"
+    let nobody = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    #expect(ws.swpatch("status").status == 0)  // root starts the daemon
+    let target = try Fixture(path: nobody[0], Array(nobody.dropFirst()) + [Paths.fixture("mainexit"), "20"])
+    #expect(target.output.wait { $0 == "main=exiting" } != nil)
+    #expect(target.waitForValue("compute", "42"))
+    try expectMainThreadExited(target)
+    var owner = stat()
+    #expect(stat("/proc/\(target.pid)/task/\(target.pid)/status", &owner) == 0)
+    #expect(owner.st_uid == 0, "a zombie thread's files are no longer root's: the test proves nothing")
+    let patch = ws.patchFile("fix", library: "libfix.so", functions: [("compute", "compute_v2")])
+    let attach = ws.run(["attach", "\(target.pid)", patch], prefix: nobody)
+    #expect(attach.status == 0, "\(attach.output)")
+    #expect(target.waitForValue("compute", "63", from: target.output.count))
+    let mine = ws.run(["status", "--json"], prefix: nobody).json?["targets"] as? [[String: Any]]
+    #expect(mine?.compactMap { $0["pid"] as? Int } == [Int(target.pid)])
+    #expect(target.keepsRunning())
+    #expect(liveThreadsAreUntraced(target.pid))
+  }
+
   /// A target in its own PID namespace (pid 1 there) is named by its host pid, the one
   /// `ps` shows the operator; `status` shows that pid.
   @Test func aTargetInItsOwnPIDNamespaceIsNamedByItsHostPID() throws {
