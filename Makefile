@@ -114,8 +114,11 @@ $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline: $(FIXOUT)/%: $(FIX)/%.c |
 $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # Targets that are hard to stop or to call into: a main thread that has exited, a thread
-# blocked in vfork, seccomp strict mode, and a seccomp filter that kills on memfd_create.
-$(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
+# blocked in vfork, seccomp strict mode, a seccomp filter that kills on memfd_create,
+# systemd's MemoryDenyWriteExecute filter (or one that kills on mmap), a process that is
+# not dumpable.
+$(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
+  $(FIXOUT)/seccomp-mdwe $(FIXOUT)/undumpable: $(FIXOUT)/%: $(FIX)/%.c | $(FIXOUT)
 	$(CC) $(FIXTURE_CFLAGS) -fcf-protection=none -pthread -o $@ $<
 # A thread holding a lock a library constructor needs (-rdynamic: the library finds it).
 $(FIXOUT)/holder: $(FIX)/holder.c | $(FIXOUT)
@@ -154,6 +157,7 @@ FIXTURE_FILES := $(FIXOUT)/loop $(FIXOUT)/loop-cet $(FIXOUT)/threads $(FIXOUT)/h
   $(FIXOUT)/churn $(FIXOUT)/sled $(FIXOUT)/blocked $(FIXOUT)/signals $(FIXOUT)/parker $(FIXOUT)/holder \
   $(FIXOUT)/forker $(FIXOUT)/execer $(FIXOUT)/firstline $(FIXOUT)/asmfunc $(FIXOUT)/hot $(FIXOUT)/hotxx \
   $(FIXOUT)/mainexit $(FIXOUT)/vforker $(FIXOUT)/seccomp-strict $(FIXOUT)/seccomp-filter \
+  $(FIXOUT)/seccomp-mdwe $(FIXOUT)/undumpable \
   $(patsubst $(FIX)/%.c,$(FIXOUT)/%.so,$(wildcard $(FIX)/lib*.c)) \
   $(patsubst $(FIX)/%,$(FIXOUT)/%,$(wildcard $(FIX)/*.json))
 

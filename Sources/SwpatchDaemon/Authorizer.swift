@@ -21,7 +21,7 @@ public struct PeerCredentials: Sendable, Equatable {
 
 /// Who may do what: root may patch any process; any other user only a process whose
 /// real, effective, saved and filesystem uids and gids are all the caller's, which is
-/// dumpable (its /proc entry is the caller's, not root's), with a library the caller
+/// dumpable (its threads' /proc files are the caller's, not root's), with a library the caller
 /// can read. A refusal changes nothing.
 enum Authorizer {
   static func mayChange(pid: Int32, library: String?, caller: PeerCredentials) throws(AuthorizationError) {
@@ -31,7 +31,7 @@ enum Authorizer {
       !owner.uids.isEmpty && owner.uids.allSatisfy { $0 == caller.uid }
       && !owner.gids.isEmpty && owner.gids.allSatisfy { $0 == owner.gids[0] }
     guard ownsIt else { throw .notOwner(uid: caller.uid, pid: pid, uids: owner.uids) }
-    guard owner.procOwner == caller.uid else { throw .notDumpable(pid: pid) }
+    guard owner.procOwners.allSatisfy({ $0 == caller.uid }) else { throw .notDumpable(pid: pid) }
     if let library { try checkReadable(library, by: caller) }
   }
 

@@ -129,7 +129,9 @@ public final class DaemonService: @unchecked Sendable {
     let registry = try engine.store.snapshot()
     let visible = registry.targets.filter { target in
       (pid == nil || target.id.pid == pid) && (program?.matches(target.id.pid) ?? true)
-        && (caller.isRoot || TargetProcess.credentials(of: target.id.pid)?.uids.first == caller.uid)
+        // The addresses status shows are what the kernel hides from a user who may not
+        // trace the process (a set-uid program they started, one not dumpable).
+        && (try? Authorizer.mayChange(pid: target.id.pid, library: nil, caller: caller)) != nil
     }
     var report = StatusReport(targets: visible)
     let (found, exited) = lock.withLock { () -> ([Int32: [UInt64: String]], [Int32]) in

@@ -184,13 +184,26 @@ extension TargetProcess {
   }
 
   /// Ids of the owner of a process: real, effective, saved and filesystem uids and
-  /// gids from /proc/PID/status, and the owner of /proc/PID itself (root when the
-  /// process is not dumpable, e.g. after a set-uid exec).
-  public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwner: UInt32)? {
+  /// gids from /proc/PID/status, and the owners of its live threads' status files
+  /// (root's when the process is not dumpable, e.g. after a set-uid exec or
+  /// `prctl(PR_SET_DUMPABLE, 0)`). Not the owner of /proc/PID: the kernel gives
+  /// directories the effective uid whatever the dumpability (`task_dump_owner`). Not a
+  /// zombie thread's either: with no memory left to say, its files are root's (a main
+  /// thread that called `pthread_exit`, measured on 6.18).
+  public static func credentials(of pid: Int32) -> (uids: [UInt32], gids: [UInt32], procOwners: [UInt32])? {
     guard let status = ProcFile.read("/proc/\(pid)/status") else { return nil }
-    var info = stat()
-    guard stat("/proc/\(pid)", &info) == 0 else { return nil }
-    return (statusField("Uid:", in: status), statusField("Gid:", in: status), UInt32(info.st_uid))
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    var owners: [UInt32] = []
+    for path in tasks.map({ "/proc/\(pid)/task/\($0)/status" }) {
+      guard let task = ProcFile.read(path),
+        let state = statusLine("State:", in: task)?.drop(while: { $0 == "\t" || $0 == " " }).first,
+        state != "Z", state != "X"
+      else { continue }
+      var info = stat()
+      if stat(path, &info) == 0, !owners.contains(info.st_uid) { owners.append(info.st_uid) }
+    }
+    guard !owners.isEmpty else { return nil }
+    return (statusField("Uid:", in: status), statusField("Gid:", in: status), owners)
   }
 
   /// The numbers of one line of /proc/PID/status (`Uid:`, `Gid:`, `TracerPid:`).
