@@ -14,8 +14,9 @@ final class Transaction {
   /// Threads moved to another instruction, with where they were: put back first on
   /// rollback, before the code they were moved into is undone under them.
   private var moved: [(tid: Int32, rip: UInt64)] = []
+  private var movedThreads: Set<Int32> = []
   /// How many threads this operation moved (for the report).
-  var threadsMoved: Int { Set(moved.map(\.tid)).count }
+  var threadsMoved: Int { movedThreads.count }
   private var knownPages: [TrampolinePage]
   private var usedSlots: Set<UInt64>
   private(set) var newPages: [TrampolinePage] = []
@@ -282,10 +283,12 @@ final class Transaction {
       handle = try target.dlopen(dlopen, descriptor: fd, timeout: callTimeout)
     } catch {
       try? target.holdReleasedAgain()
+      threadsHaveRun()
       closeMemfd()
       throw error
     }
     try target.holdReleasedAgain()
+    threadsHaveRun()
     guard let handle else {
       // dlerror names the file it was given, the target's view of our memfd: say which
       // library that is instead, as the operator knows it.
@@ -523,6 +526,7 @@ final class Transaction {
       if movable == nil { ranges.append(entry..<entry + covered) }
     }
     guard !ranges.isEmpty else { return }
+    defer { threadsHaveRun() }
     if let thread = try target.runThreadsOut(of: ranges, attempts: 12).first {
       throw PatchError.threadInRewrittenBytes(tid: thread.tid, address: thread.rip)
     }
@@ -554,9 +558,18 @@ final class Transaction {
     }
   }
 
+  /// The other threads ran (during `dlopen`, or in slices out of an entry): each moved
+  /// thread has gone on from where it was sent, with its stack changed since, so setting
+  /// its old instruction pointer back would run that code on the wrong stack (measured:
+  /// a SIGSEGV at 16 threads when the stack check after a `dlopen` rolled back an
+  /// attach). Every move so far only sent a thread where its code would have gone, so
+  /// it needs no undoing.
+  private func threadsHaveRun() { moved = [] }
+
   /// Sets a stopped thread's instruction pointer, remembering where it was for rollback.
   private func move(_ tid: Int32, from rip: UInt64, to address: UInt64) throws {
     moved.append((tid, rip))
+    movedThreads.insert(tid)
     try target.setInstructionPointer(address, of: tid)
   }
 
