@@ -89,7 +89,6 @@ struct HotBench {
 /// The fixture's status lines, read as they come.
 private final class HotLines {
   let reader: LineReader
-  private var pendingGap = 0.0
 
   init(_ reader: LineReader) { self.reader = reader }
 
@@ -103,16 +102,14 @@ private final class HotLines {
     return fields
   }
 
-  /// Drops lines already printed (up to the next one, which covers part of what
-  /// follows), keeping that one's gap.
+  /// Drops the lines already printed: they cover time before the operation.
   func skipPending() {
-    pendingGap = 0
-    while let line = reader.next(timeout: 0.001) { _ = line }
+    while reader.next(timeout: 0.001) != nil {}
   }
 
   /// The longest `maxgap_us` over the line in progress and `count` more.
   func maxGap(following count: Int) throws -> Double {
-    var gap = pendingGap
+    var gap = 0.0
     for _ in 0...count { gap = max(gap, try next()["maxgap_us"] ?? .nan) }
     return gap
   }

@@ -39,17 +39,7 @@ import Testing
   /// trampoline page and the library's memfd run while the filter is suspended, so the
   /// target is patched and lives on, filtered again.
   @Test func aFilterThatKillsOnMmapIsSuspendedWhileThePatchGoesIn() throws {
-    let ws = Workspace()
-    let target = try Fixture("seccomp-mdwe", ["kill-mmap"])
-    #expect(target.waitForValue("compute", "42"))
-    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
-    let attach = ws.swpatch("attach", "\(target.pid)", patch)
-    #expect(attach.status == 0, "\(attach.output)")
-    #expect(target.waitForValue("compute", "63", from: target.output.count))
-    #expect(target.keepsRunning())
-    #expect(everyThreadIsUntraced(target.pid))
-    let status = try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)
-    #expect(status.contains("Seccomp:\t2"), "the filter is gone")
+    try expectPatchedUnderItsFilter(try Fixture("seccomp-mdwe", ["kill-mmap"]))
   }
 
   /// `PR_SET_DUMPABLE 0` keeps other users out, not root: root patches it like any other.

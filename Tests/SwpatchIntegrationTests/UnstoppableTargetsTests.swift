@@ -24,17 +24,7 @@ import Testing
   /// seized (PTRACE_O_SUSPEND_SECCOMP), so the library goes in through a memfd and the
   /// target lives on, filtered again.
   @Test func aSeccompFilterIsSuspendedWhileThePatchGoesIn() throws {
-    let ws = Workspace()
-    let target = try Fixture("seccomp-filter")
-    #expect(target.waitForValue("compute", "42"))
-    let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
-    let attach = ws.swpatch("attach", "\(target.pid)", patch)
-    #expect(attach.status == 0, "\(attach.output)")
-    #expect(target.waitForValue("compute", "63", from: target.output.count))
-    #expect(target.keepsRunning())
-    #expect(everyThreadIsUntraced(target.pid))
-    let status = try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)
-    #expect(status.contains("Seccomp:\t2"), "the filter is gone")
+    try expectPatchedUnderItsFilter(try Fixture("seccomp-filter"))
   }
 
   /// A thread waiting for its vfork child stops for nobody: the attach is refused at
@@ -61,4 +51,20 @@ import Testing
     #expect(target.waitForValue("compute", "63", from: target.output.count))
     #expect(target.keepsRunning())
   }
+}
+
+/// A target under a seccomp filter that would refuse or kill swpatch's remote calls:
+/// `compute` is patched (42 -> 63), and the target lives on, untraced, filtered again.
+func expectPatchedUnderItsFilter(_ target: Fixture, sourceLocation: SourceLocation = #_sourceLocation) throws
+{
+  let ws = Workspace()
+  #expect(target.waitForValue("compute", "42"), sourceLocation: sourceLocation)
+  let patch = ws.patchFile("fix-compute", library: "libfix.so", functions: [("compute", "compute_v2")])
+  let attach = ws.swpatch("attach", "\(target.pid)", patch)
+  #expect(attach.status == 0, "\(attach.output)", sourceLocation: sourceLocation)
+  #expect(target.waitForValue("compute", "63", from: target.output.count), sourceLocation: sourceLocation)
+  #expect(target.keepsRunning(), sourceLocation: sourceLocation)
+  #expect(everyThreadIsUntraced(target.pid), sourceLocation: sourceLocation)
+  let status = try String(contentsOfFile: "/proc/\(target.pid)/status", encoding: .utf8)
+  #expect(status.contains("Seccomp:\t2"), "the filter is gone", sourceLocation: sourceLocation)
 }
